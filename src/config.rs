@@ -1,0 +1,275 @@
+//! Every setting of the service: its flag, environment variable, default and validation.
+//!
+//! Settings come only from flags and environment variables. A value that does not parse
+//! stops the start with exit code 2 and a message naming the variable and the value; no
+//! setting falls back silently to its default.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::store::{DatabaseConfig, PoolSettings, SslMode};
+
+/// The service's configuration, parsed once at start.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "peregrine", version, about = "A high-throughput users API service")]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address the public HTTP listener binds to.
+    #[arg(long, env = "SERVER_HOST", value_name = "SERVER_HOST", default_value = "0.0.0.0")]
+    pub server_host: IpAddr,
+
+    /// Port of the public HTTP listener; 0 picks a free port.
+    #[arg(long, env = "SERVER_PORT", value_name = "SERVER_PORT", default_value_t = 8080)]
+    pub server_port: u16,
+
+    /// Longest time a client may take to send a request's headers before it is disconnected.
+    #[arg(long, env = "SERVER_READ_TIMEOUT", value_name = "SERVER_READ_TIMEOUT",
+          default_value = "5s", value_parser = parse_duration)]
+    pub server_read_timeout: Duration,
+
+    /// Longest time a handler may run; past it the request answers 503.
+    #[arg(long, env = "SERVER_WRITE_TIMEOUT", value_name = "SERVER_WRITE_TIMEOUT",
+          default_value = "10s", value_parser = parse_duration)]
+    pub server_write_timeout: Duration,
+
+    /// Longest time an idle keep-alive connection is kept open.
+    #[arg(long, env = "SERVER_IDLE_TIMEOUT", value_name = "SERVER_IDLE_TIMEOUT",
+          default_value = "120s", value_parser = parse_duration)]
+    pub server_idle_timeout: Duration,
+
+    /// Largest request body accepted, in bytes or with a KiB or MiB suffix.
+    #[arg(long, env = "BODY_LIMIT", value_name = "BODY_LIMIT", default_value = "64KiB",
+          value_parser = parse_byte_size)]
+    pub body_limit: usize,
+
+    /// Database to use: postgres://user@host:port/name or sqlite://path. Takes precedence over
+    /// the DB_* settings; without either, a SQLite file peregrine.db in the working directory.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+
+    /// PostgreSQL host; when set (and DATABASE_URL is not), the DB_* settings select PostgreSQL.
+    #[arg(long, env = "DB_HOST", value_name = "DB_HOST")]
+    pub db_host: Option<String>,
+
+    /// PostgreSQL port.
+    #[arg(long, env = "DB_PORT", value_name = "DB_PORT", default_value_t = 5432)]
+    pub db_port: u16,
+
+    /// PostgreSQL user.
+    #[arg(long, env = "DB_USER", value_name = "DB_USER", default_value = "postgres")]
+    pub db_user: String,
+
+    /// PostgreSQL password (never logged or shown).
+    #[arg(long, env = "DB_PASSWORD", value_name = "DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<Secret>,
+
+    /// PostgreSQL database name.
+    #[arg(long, env = "DB_NAME", value_name = "DB_NAME", default_value = "peregrine")]
+    pub db_name: String,
+
+    /// TLS to PostgreSQL, as libpq's sslmode: disable, prefer, require, verify-ca, verify-full.
+    #[arg(long, env = "DB_SSLMODE", value_name = "DB_SSLMODE", default_value = "prefer")]
+    pub db_sslmode: SslMode,
+
+    /// PEM file of the certificate authorities that verify-ca and verify-full trust.
+    #[arg(long, env = "DB_SSLROOTCERT", value_name = "DB_SSLROOTCERT")]
+    pub db_sslrootcert: Option<PathBuf>,
+
+    /// Size of the PostgreSQL connection pool.
+    #[arg(long, env = "DB_MAX_CONNS", value_name = "DB_MAX_CONNS", default_value_t = 25,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub db_max_conns: u32,
+
+    /// Longest wait for a free pooled connection before a request answers 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", value_name = "DB_ACQUIRE_TIMEOUT",
+          default_value = "2s", value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Longest time the start waits for the database to answer, retrying with backoff.
+    #[arg(long, env = "DB_CONNECT_TIMEOUT", value_name = "DB_CONNECT_TIMEOUT",
+          default_value = "30s", value_parser = parse_duration)]
+    pub db_connect_timeout: Duration,
+
+    /// Whether pending migrations are applied at start (true or false).
+    #[arg(long, env = "DB_MIGRATE", value_name = "DB_MIGRATE", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub db_migrate: bool,
+
+    /// Longest time in-flight requests get to finish after the listener stops.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30s",
+          value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Time the server keeps serving after a stop signal while /readyz fails, so that load
+    /// balancers remove it first.
+    #[arg(long, env = "SHUTDOWN_DRAIN_DELAY", value_name = "SHUTDOWN_DRAIN_DELAY",
+          default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_drain_delay: Duration,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, for example info or peregrine=debug.
+    #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+}
+
+/// A subcommand; without one the server runs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+/// Format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration error that names the setting and the rejected value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks what clap cannot check alone: the database settings taken together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database().map(|_| ())
+    }
+
+    /// The public listener's address.
+    pub fn server_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server_host, self.server_port)
+    }
+
+    /// The database this configuration selects, with DATABASE_URL taking precedence over DB_*.
+    pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
+        if let Some(url) = &self.database_url {
+            return DatabaseConfig::from_url(
+                url.expose(),
+                self.db_sslmode,
+                self.db_sslrootcert.clone(),
+            );
+        }
+        match &self.db_host {
+            Some(host) => Ok(DatabaseConfig::postgres_from_parts(
+                host,
+                self.db_port,
+                &self.db_user,
+                self.db_password.as_ref().map(Secret::expose),
+                &self.db_name,
+                self.db_sslmode,
+                self.db_sslrootcert.clone(),
+            )),
+            None => Ok(DatabaseConfig::Sqlite {
+                path: PathBuf::from("peregrine.db"),
+            }),
+        }
+    }
+
+    /// The pool settings shared by both back ends.
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_conns,
+            acquire_timeout: self.db_acquire_timeout,
+            connect_timeout: self.db_connect_timeout,
+        }
+    }
+}
+
+/// A secret setting: its `Debug` and `Display` never print the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Returns the secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(value.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Parses a duration such as `5s`, `250ms` or `2m`; a bare number is rejected because its unit
+/// would be a guess.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|err| format!("{err}; expected a duration such as 5s, 250ms or 2m"))
+}
+
+/// Parses a byte size: a number of bytes, or a number with a KiB or MiB suffix.
+fn parse_byte_size(value: &str) -> Result<usize, String> {
+    let trimmed = value.trim();
+    let (digits, multiplier) = if let Some(number) = trimmed.strip_suffix("KiB") {
+        (number, 1024)
+    } else if let Some(number) = trimmed.strip_suffix("MiB") {
+        (number, 1024 * 1024)
+    } else {
+        (trimmed.strip_suffix('B').unwrap_or(trimmed), 1)
+    };
+    let expected = "expected a byte count such as 65536, 64KiB or 1MiB";
+    let count: usize = digits.trim().parse().map_err(|_| expected.to_owned())?;
+    match count.checked_mul(multiplier) {
+        Some(0) => Err("must be at least 1 byte".to_owned()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("too large; {expected}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_size_accepts_units() {
+        assert_eq!(parse_byte_size("65536"), Ok(65536));
+        assert_eq!(parse_byte_size("64KiB"), Ok(65536));
+        assert_eq!(parse_byte_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("10B"), Ok(10));
+    }
+
+    #[test]
+    fn byte_size_rejects_garbage_and_zero() {
+        assert!(parse_byte_size("lots").is_err());
+        assert!(parse_byte_size("0").is_err());
+        assert!(parse_byte_size("-1KiB").is_err());
+    }
+
+    #[test]
+    fn duration_rejects_bare_numbers() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn secret_debug_hides_value() {
+        let secret: Secret = "hunter2".parse().unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+    }
+}

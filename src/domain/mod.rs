@@ -1,0 +1,6 @@
+//! Plain value types with validating constructors. Nothing here does I/O or knows HTTP or
+//! SQL: a value that exists has passed its checks.
+
+mod user;
+
+pub use user::{Email, EmailError, NameError, NewUser, User, UserId, UserIdError, UserName, UserPatch};

@@ -1,0 +1,115 @@
+//! Extractors that turn every malformed input into an [`ApiError`] with a clear detail, in
+//! place of axum's plain-text rejections.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::{header, request::Parts, HeaderMap};
+use serde::de::DeserializeOwned;
+
+use super::problem::ApiError;
+use super::AppState;
+use crate::domain::UserId;
+
+/// A JSON request body: `Content-Type: application/json` (charset, if given, utf-8), at most
+/// the configured body limit, one JSON value with no trailing data, parsed into `T`.
+///
+/// serde_json stops at 128 levels of nesting, and the body types reject unknown fields, so
+/// deeply nested input is refused after reading at most the body limit.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.body_limit;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+
+        let bytes = read_body(request.into_body(), limit).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
+    }
+}
+
+/// Reads at most `limit` bytes; a longer body, chunked or not, stops the read at the limit.
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_long = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::BadRequest(format!("failed to read the request body: {err}"))
+        }
+    })
+}
+
+/// Accepts `application/json`, with at most a `charset=utf-8` parameter, in any letter case.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let media_type = parts.next().unwrap_or_default();
+    media_type.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| {
+            let normalized = parameter.replace(' ', "").to_ascii_lowercase();
+            normalized == "charset=utf-8" || normalized == "charset=\"utf-8\""
+        })
+}
+
+/// The `{id}` path segment of a user route, parsed as a [`UserId`].
+pub struct UserIdPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = |shown: &str, reason: &dyn std::fmt::Display| {
+            ApiError::BadRequest(format!("invalid user id {shown:?}: {reason}"))
+        };
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| invalid(parts.uri.path(), &rejection.body_text()))?;
+        UserId::parse(&text).map(UserIdPath).map_err(|err| invalid(&text, &err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        headers
+    }
+
+    #[test]
+    fn json_content_types_accepted() {
+        for value in ["application/json", "Application/JSON", "application/json; charset=utf-8",
+                      "application/json;charset=UTF-8"] {
+            assert!(is_json(&headers(value)), "{value}");
+        }
+    }
+
+    #[test]
+    fn other_content_types_rejected() {
+        for value in ["text/plain", "application/json; charset=latin1", "application/jsonx",
+                      "application/x-www-form-urlencoded", ""] {
+            assert!(!is_json(&headers(value)), "{value}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,226 @@
+//! `/api/v1/users`: create, read, list, update and delete users.
+//!
+//! Each handler parses and validates its input, calls the store, and maps the store's error
+//! kinds to statuses; none of them knows which database is behind the store.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{JsonBody, UserIdPath};
+use super::problem::{ApiError, FieldError};
+use super::AppState;
+use crate::domain::{Email, NewUser, User, UserId, UserName, UserPatch};
+use crate::store::StoreError;
+
+/// Users per page when the request gives no `limit`.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The largest `limit` a request may ask for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The body of `POST /api/v1/users`. Both fields are required; they are optional here so that
+/// a missing one is reported as an invalid field (422) rather than as malformed JSON (400).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// The body of `PATCH /api/v1/users/{id}`: the fields to change, at least one of them. A field
+/// that is null counts as absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserBody {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// One page of users, and the cursor that fetches the next page (`null` on the last page).
+#[derive(Debug, Serialize)]
+pub struct UserPage {
+    items: Vec<User>,
+    next_cursor: Option<String>,
+}
+
+pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateUserBody>) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    let name = required(&mut errors, "name", body.name, UserName::parse);
+    let email = required(&mut errors, "email", body.email, Email::parse);
+    let (Some(name), Some(email)) = (name, email) else {
+        return Err(ApiError::Validation(errors));
+    };
+
+    let user = state
+        .store
+        .create_user(&NewUser { name, email: email.clone() })
+        .await
+        .map_err(|err| match err {
+            StoreError::Conflict { .. } => conflict(&email),
+            other => store_failure(other),
+        })?;
+
+    let location = HeaderValue::from_str(&format!("/api/v1/users/{}", user.id))
+        .expect("a path of ASCII digits is a valid header value");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(user)).into_response())
+}
+
+pub async fn get(State(state): State<AppState>, UserIdPath(id): UserIdPath) -> Result<Json<User>, ApiError> {
+    match state.store.get_user(id).await {
+        Ok(user) => Ok(Json(user)),
+        Err(err) => Err(store_error_for_id(err, id)),
+    }
+}
+
+pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<UserPage>, ApiError> {
+    let (after, limit) = page_parameters(query.as_deref().unwrap_or_default())?;
+
+    // One row more than the page shows whether a next page exists.
+    let mut items = state
+        .store
+        .list_users(after, limit + 1)
+        .await
+        .map_err(store_failure)?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|user| user.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(UserPage { items, next_cursor }))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    UserIdPath(id): UserIdPath,
+    JsonBody(body): JsonBody<UpdateUserBody>,
+) -> Result<Json<User>, ApiError> {
+    if body.name.is_none() && body.email.is_none() {
+        return Err(ApiError::Validation(vec![FieldError {
+            field: "name",
+            message: "at least one of name and email is required".to_owned(),
+        }]));
+    }
+    let mut errors = Vec::new();
+    let name = optional(&mut errors, "name", body.name, UserName::parse);
+    let email = optional(&mut errors, "email", body.email, Email::parse);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+
+    let patch = UserPatch { name, email: email.clone() };
+    match state.store.update_user(id, &patch).await {
+        Ok(user) => Ok(Json(user)),
+        Err(StoreError::Conflict { .. }) if email.is_some() => {
+            Err(conflict(email.as_ref().expect("checked by the guard")))
+        }
+        Err(err) => Err(store_error_for_id(err, id)),
+    }
+}
+
+pub async fn delete(State(state): State<AppState>, UserIdPath(id): UserIdPath) -> Result<StatusCode, ApiError> {
+    match state.store.delete_user(id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(err) => Err(store_error_for_id(err, id)),
+    }
+}
+
+/// Validates a required field, recording a missing or invalid value in `errors`.
+fn required<T, E: std::fmt::Display>(
+    errors: &mut Vec<FieldError>,
+    field: &'static str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Option<T> {
+    match value {
+        None => {
+            errors.push(FieldError { field, message: "is required".to_owned() });
+            None
+        }
+        Some(text) => optional(errors, field, Some(text), parse),
+    }
+}
+
+/// Validates a field that may be absent, recording an invalid value in `errors`.
+fn optional<T, E: std::fmt::Display>(
+    errors: &mut Vec<FieldError>,
+    field: &'static str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Option<T> {
+    match parse(&value?) {
+        Ok(parsed) => Some(parsed),
+        Err(err) => {
+            errors.push(FieldError { field, message: err.to_string() });
+            None
+        }
+    }
+}
+
+/// Parses `after` and `limit` from a query string; other parameters are ignored.
+fn page_parameters(query: &str) -> Result<(Option<UserId>, u32), ApiError> {
+    let mut after = None;
+    let mut limit = DEFAULT_PAGE_SIZE;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "after" => {
+                let id = UserId::parse(&value).map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "invalid after {value:?}: expected the next_cursor of a previous page"
+                    ))
+                })?;
+                after = Some(id);
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "invalid limit {value:?}: expected an integer from 1 to {MAX_PAGE_SIZE}"
+                        ))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
+fn conflict(email: &Email) -> ApiError {
+    ApiError::Conflict(format!("a user with email {:?} already exists", email.as_str()))
+}
+
+/// Maps a store error on the user `id`: no row means no such user.
+fn store_error_for_id(err: StoreError, id: UserId) -> ApiError {
+    match err {
+        StoreError::NotFound => ApiError::NotFound(format!("no user with id {id}")),
+        other => store_failure(other),
+    }
+}
+
+/// Maps the store errors that do not depend on the resource.
+fn store_failure(err: StoreError) -> ApiError {
+    match err {
+        StoreError::Conflict { field } => ApiError::Conflict(format!("{field} is already taken")),
+        StoreError::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
+        StoreError::NotFound | StoreError::Internal(_) => ApiError::Internal(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_defaults_and_bounds() {
+        assert_eq!(page_parameters("").unwrap(), (None, DEFAULT_PAGE_SIZE));
+        assert_eq!(page_parameters("limit=1000&after=7").unwrap(), (Some(UserId::parse("7").unwrap()), 1000));
+        for query in ["limit=0", "limit=1001", "limit=abc", "limit=-1", "after=0", "after=x"] {
+            assert!(page_parameters(query).is_err(), "{query}");
+        }
+    }
+}

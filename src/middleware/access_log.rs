@@ -1,0 +1,59 @@
+//! The access log: a span per request that every event of the request is recorded in, and one
+//! INFO event when the response is ready (method, route template, status, latency, request id
+//! and peer address).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::response::Response;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use super::request_id::RequestId;
+
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+pub type AccessLogLayer = TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    fn(&Request<Body>) -> Span,
+    (),
+    fn(&Response<Body>, Duration, &Span),
+    (),
+    (),
+    (),
+>;
+
+pub fn layer() -> AccessLogLayer {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request<Body>) -> Span)
+        .on_request(())
+        .on_response(log_response as fn(&Response<Body>, Duration, &Span))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+fn request_span(request: &Request<Body>) -> Span {
+    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str);
+    let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        peer = peer.map(tracing::field::display),
+    )
+}
+
+fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "request completed"
+    );
+}

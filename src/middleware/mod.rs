@@ -1,0 +1,8 @@
+//! Cross-cutting layers of the request path, one file each. The route table in
+//! [`crate::http`] stacks them in this order, outermost first: request id, access log,
+//! problem rendering, panic recovery, timeout.
+
+pub mod access_log;
+pub mod problem;
+pub mod request_id;
+pub mod timeout;

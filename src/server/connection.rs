@@ -1,0 +1,148 @@
+//! Per-connection read deadlines: a client has SERVER_READ_TIMEOUT to send a request's headers
+//! once it has started, and an idle keep-alive connection is closed after SERVER_IDLE_TIMEOUT.
+//!
+//! hyper's own `header_read_timeout` also runs while a keep-alive connection waits for its
+//! next request, so it would close idle connections after the (short) header timeout. This
+//! wrapper tells the two waits apart: it watches the bytes read and the requests that the
+//! connection's service has started and finished.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// Requests a connection's service has started, and those still running. The service updates
+/// it; [`DeadlineStream`] reads it. Atomics because HTTP/2 runs each stream in its own task.
+#[derive(Default)]
+pub struct ConnectionActivity {
+    started: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl ConnectionActivity {
+    /// Records a request's start; the guard records its end when dropped.
+    pub fn start_request(self: &Arc<Self>) -> RequestGuard {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(Arc::clone(self))
+    }
+}
+
+/// Marks a request as finished when dropped, whether it completed or was cancelled.
+pub struct RequestGuard(Arc<ConnectionActivity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the rest of a request's headers, under the read timeout.
+    ReadingHeaders,
+    /// A request is being handled; the write timeout bounds it, not this stream.
+    Busy,
+    /// Between requests, under the idle timeout.
+    Idle,
+}
+
+/// A TCP stream whose reads end when the current wait runs past its deadline: with an error
+/// while headers are late, and with end-of-file when the connection idled too long, so hyper
+/// closes it cleanly.
+pub struct DeadlineStream {
+    inner: TcpStream,
+    activity: Arc<ConnectionActivity>,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    phase: Phase,
+    requests_seen: u64,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl DeadlineStream {
+    /// Wraps a freshly accepted stream; its first request's headers are due within the read
+    /// timeout.
+    pub fn new(inner: TcpStream, activity: Arc<ConnectionActivity>, read_timeout: Duration, idle_timeout: Duration) -> Self {
+        DeadlineStream {
+            inner,
+            activity,
+            read_timeout,
+            idle_timeout,
+            phase: Phase::ReadingHeaders,
+            requests_seen: 0,
+            deadline: Box::pin(tokio::time::sleep(read_timeout)),
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, timeout: Duration) {
+        self.phase = phase;
+        self.deadline.as_mut().reset(Instant::now() + timeout);
+    }
+}
+
+impl AsyncRead for DeadlineStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let filled_before = buf.filled().len();
+        if let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            if this.phase == Phase::Idle && buf.filled().len() > filled_before {
+                this.enter(Phase::ReadingHeaders, this.read_timeout);
+            }
+            return Poll::Ready(result);
+        }
+
+        // Nothing to read: decide which wait this is before looking at the deadline.
+        let started = this.activity.started.load(Ordering::Relaxed);
+        if this.activity.in_flight.load(Ordering::Relaxed) > 0 {
+            this.phase = Phase::Busy;
+            this.requests_seen = started;
+            return Poll::Pending;
+        }
+        if this.phase == Phase::Busy || started != this.requests_seen {
+            this.requests_seen = started;
+            this.enter(Phase::Idle, this.idle_timeout);
+        }
+
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if this.phase == Phase::Idle => Poll::Ready(Ok(())),
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("request headers not received within {:?}", this.read_timeout),
+            ))),
+        }
+    }
+}
+
+impl AsyncWrite for DeadlineStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

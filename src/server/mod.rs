@@ -1,0 +1,200 @@
+//! The listener and its lifecycle: accept connections, serve HTTP/1.1 and h2c on each, and
+//! shut down gracefully.
+//!
+//! On the stop signal, readiness fails at once while the listener keeps serving through the
+//! drain delay, so that load balancers stop sending new requests first. Then the listener
+//! closes, idle keep-alive connections close at once, in-flight requests get up to the
+//! shutdown timeout to finish, and the database closes.
+
+mod connection;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::shutdown::Readiness;
+use crate::store::Store;
+use connection::{ConnectionActivity, DeadlineStream};
+
+/// Pause after a failed accept (out of file descriptors, for one), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A server that is bound and connected to its database, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    store: Store,
+    readiness: Readiness,
+    timeouts: Timeouts,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    read: Duration,
+    idle: Duration,
+    shutdown: Duration,
+    drain_delay: Duration,
+}
+
+impl Application {
+    /// Opens the database, applies migrations unless DB_MIGRATE is false, and binds the
+    /// listener. Nothing is served until [`Application::run_until`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let database = config.database()?;
+        let store = Store::connect(&database, &config.pool_settings()).await?;
+        if config.db_migrate {
+            let applied = store.migrate().await.context("failed to apply migrations")?;
+            tracing::info!(applied, "database schema up to date");
+        }
+
+        let address = config.server_addr();
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("failed to listen on {address} (SERVER_HOST, SERVER_PORT)"))?;
+        let local_addr = listener.local_addr().context("failed to read the listener's address")?;
+
+        http::problem::render_fixed_problems();
+        let readiness = Readiness::default();
+        let state = AppState {
+            store: store.clone(),
+            readiness: readiness.clone(),
+            body_limit: config.body_limit,
+        };
+        tracing::info!(
+            address = %local_addr,
+            version = env!("CARGO_PKG_VERSION"),
+            backend = store.backend_name(),
+            "listening"
+        );
+        Ok(Application {
+            listener,
+            local_addr,
+            router: http::router(state, config.server_write_timeout),
+            store,
+            readiness,
+            timeouts: Timeouts {
+                read: config.server_read_timeout,
+                idle: config.server_idle_timeout,
+                shutdown: config.shutdown_timeout,
+                drain_delay: config.shutdown_drain_delay,
+            },
+        })
+    }
+
+    /// The address the listener is bound to, with the real port when SERVER_PORT was 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then drains and stops as the module describes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The deadlines live in DeadlineStream; hyper's header timeout would also cut idle
+        // keep-alive connections.
+        builder.http1().header_read_timeout(None).keep_alive(true);
+        let connections = Connections {
+            builder,
+            graceful: GracefulShutdown::new(),
+            router: self.router,
+            timeouts: self.timeouts,
+        };
+
+        tokio::pin!(shutdown);
+        accept_until(&self.listener, &connections, shutdown).await;
+
+        self.readiness.start_draining();
+        tracing::info!(drain_delay = ?self.timeouts.drain_delay, "draining: /readyz now fails");
+        accept_until(&self.listener, &connections, tokio::time::sleep(self.timeouts.drain_delay)).await;
+        drop(self.listener);
+
+        let open = connections.graceful.count();
+        tracing::info!(open_connections = open, "stopped accepting; finishing in-flight requests");
+        if tokio::time::timeout(self.timeouts.shutdown, connections.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shutdown_timeout = ?self.timeouts.shutdown,
+                "shutdown timeout elapsed with requests still running; closing them"
+            );
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// What every accepted connection is served with.
+struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+    router: Router,
+    timeouts: Timeouts,
+}
+
+/// Accepts and serves connections until `stop` completes.
+async fn accept_until(listener: &TcpListener, connections: &Connections, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => connections.serve(stream, peer),
+                Err(err) => {
+                    tracing::warn!(error = %err, "failed to accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+}
+
+impl Connections {
+    /// Serves one connection on its own task, watched for graceful shutdown.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, %peer, "failed to set TCP_NODELAY");
+        }
+        let activity = Arc::new(ConnectionActivity::default());
+        let io = TokioIo::new(DeadlineStream::new(
+            stream,
+            Arc::clone(&activity),
+            self.timeouts.read,
+            self.timeouts.idle,
+        ));
+
+        let router = self.router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let guard = activity.start_request();
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = router.clone().oneshot(request);
+            async move {
+                let response = response.await;
+                drop(guard);
+                response
+            }
+        });
+
+        let connection = self.builder.serve_connection_with_upgrades(io, service).into_owned();
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %peer, "connection closed with an error");
+            }
+        });
+    }
+}
