@@ -16,17 +16,31 @@ use crate::store::{DatabaseConfig, PoolSettings, SslMode};
 
 /// The service's configuration, parsed once at start.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "peregrine", version, about = "A high-throughput users API service")]
+#[command(
+    name = "peregrine",
+    version,
+    about = "A high-throughput users API service"
+)]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
     /// Address the public HTTP listener binds to.
-    #[arg(long, env = "SERVER_HOST", value_name = "SERVER_HOST", default_value = "0.0.0.0")]
+    #[arg(
+        long,
+        env = "SERVER_HOST",
+        value_name = "SERVER_HOST",
+        default_value = "0.0.0.0"
+    )]
     pub server_host: IpAddr,
 
     /// Port of the public HTTP listener; 0 picks a free port.
-    #[arg(long, env = "SERVER_PORT", value_name = "SERVER_PORT", default_value_t = 8080)]
+    #[arg(
+        long,
+        env = "SERVER_PORT",
+        value_name = "SERVER_PORT",
+        default_value_t = 8080
+    )]
     pub server_port: u16,
 
     /// Longest time a client may take to send a request's headers before it is disconnected.
@@ -51,7 +65,12 @@ pub struct Config {
 
     /// Database to use: postgres://user@host:port/name or sqlite://path. Takes precedence over
     /// the DB_* settings; without either, a SQLite file peregrine.db in the working directory.
-    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<Secret>,
 
     /// PostgreSQL host; when set (and DATABASE_URL is not), the DB_* settings select PostgreSQL.
@@ -63,19 +82,39 @@ pub struct Config {
     pub db_port: u16,
 
     /// PostgreSQL user.
-    #[arg(long, env = "DB_USER", value_name = "DB_USER", default_value = "postgres")]
+    #[arg(
+        long,
+        env = "DB_USER",
+        value_name = "DB_USER",
+        default_value = "postgres"
+    )]
     pub db_user: String,
 
     /// PostgreSQL password (never logged or shown).
-    #[arg(long, env = "DB_PASSWORD", value_name = "DB_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DB_PASSWORD",
+        value_name = "DB_PASSWORD",
+        hide_env_values = true
+    )]
     pub db_password: Option<Secret>,
 
     /// PostgreSQL database name.
-    #[arg(long, env = "DB_NAME", value_name = "DB_NAME", default_value = "peregrine")]
+    #[arg(
+        long,
+        env = "DB_NAME",
+        value_name = "DB_NAME",
+        default_value = "peregrine"
+    )]
     pub db_name: String,
 
     /// TLS to PostgreSQL, as libpq's sslmode: disable, prefer, require, verify-ca, verify-full.
-    #[arg(long, env = "DB_SSLMODE", value_name = "DB_SSLMODE", default_value = "prefer")]
+    #[arg(
+        long,
+        env = "DB_SSLMODE",
+        value_name = "DB_SSLMODE",
+        default_value = "prefer"
+    )]
     pub db_sslmode: SslMode,
 
     /// PEM file of the certificate authorities that verify-ca and verify-full trust.
@@ -114,11 +153,21 @@ pub struct Config {
     pub shutdown_drain_delay: Duration,
 
     /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Log filter in tracing's EnvFilter syntax, for example info or peregrine=debug.
-    #[arg(long, env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info")]
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info"
+    )]
     pub rust_log: String,
 }
 

@@ -19,7 +19,10 @@ use server::Application;
 
 /// Opens the database, applies migrations (unless turned off), and serves until `shutdown`
 /// completes, then drains and closes.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     app.run_until(shutdown).await
 }
@@ -29,7 +32,11 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let database = config.database()?;
     let store = store::Store::connect(&database, &config.pool_settings()).await?;
     let applied = store.migrate().await?;
-    tracing::info!(applied, backend = store.backend_name(), "migrations applied");
+    tracing::info!(
+        applied,
+        backend = store.backend_name(),
+        "migrations applied"
+    );
     store.close().await;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Stop signals and the readiness flag that draining turns off.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether the server is draining. Shared by the server, which sets it on a stop signal, and
 /// `/readyz`, which fails from then on.
@@ -22,7 +22,7 @@ impl Readiness {
 
 /// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
 pub async fn signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
 
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(stream) => stream,

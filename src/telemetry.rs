@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, Config, LogFormat};
+use crate::config::{Config, ConfigError, LogFormat};
 
 /// Installs the global subscriber. Fails only on an invalid RUST_LOG filter.
 pub fn init(config: &Config) -> Result<(), ConfigError> {
@@ -18,7 +18,11 @@ pub fn init(config: &Config) -> Result<(), ConfigError> {
         .with_ansi(std::io::stdout().is_terminal());
     match config.log_format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
     Ok(())
 }

@@ -3,4 +3,6 @@
 
 mod user;
 
-pub use user::{Email, EmailError, NameError, NewUser, User, UserId, UserIdError, UserName, UserPatch};
+pub use user::{
+    Email, EmailError, NameError, NewUser, User, UserId, UserIdError, UserName, UserPatch,
+};

@@ -81,7 +81,10 @@ impl UserName {
         }
         let actual = trimmed.chars().count();
         if actual > Self::MAX_CHARS {
-            return Err(NameError::TooLong { max: Self::MAX_CHARS, actual });
+            return Err(NameError::TooLong {
+                max: Self::MAX_CHARS,
+                actual,
+            });
         }
         Ok(UserName(trimmed.to_owned()))
     }
@@ -126,7 +129,10 @@ impl Email {
             return Err(EmailError::Empty);
         }
         if trimmed.len() > Self::MAX_BYTES {
-            return Err(EmailError::TooLong { max: Self::MAX_BYTES, actual: trimmed.len() });
+            return Err(EmailError::TooLong {
+                max: Self::MAX_BYTES,
+                actual: trimmed.len(),
+            });
         }
         let options = Options {
             minimum_sub_domains: 2,
@@ -183,16 +189,27 @@ mod tests {
     #[test]
     fn user_id_accepts_positive_integers() {
         assert_eq!(UserId::parse("1").map(UserId::get), Ok(1));
-        assert_eq!(UserId::parse("9223372036854775807").map(UserId::get), Ok(i64::MAX));
+        assert_eq!(
+            UserId::parse("9223372036854775807").map(UserId::get),
+            Ok(i64::MAX)
+        );
     }
 
     #[test]
     fn user_id_rejects_everything_else() {
         for text in ["", "abc", "-1", "+1", "1.5", " 1", "1e3", "\u{0661}"] {
-            assert_eq!(UserId::parse(text), Err(UserIdError::NotAnInteger), "{text:?}");
+            assert_eq!(
+                UserId::parse(text),
+                Err(UserIdError::NotAnInteger),
+                "{text:?}"
+            );
         }
         for text in ["0", "9223372036854775808", "99999999999999999999999"] {
-            assert_eq!(UserId::parse(text), Err(UserIdError::OutOfRange), "{text:?}");
+            assert_eq!(
+                UserId::parse(text),
+                Err(UserIdError::OutOfRange),
+                "{text:?}"
+            );
         }
     }
 
@@ -207,16 +224,28 @@ mod tests {
         assert!(UserName::parse(&"é".repeat(100)).is_ok());
         assert_eq!(
             UserName::parse(&"é".repeat(101)),
-            Err(NameError::TooLong { max: 100, actual: 101 })
+            Err(NameError::TooLong {
+                max: 100,
+                actual: 101
+            })
         );
     }
 
     #[test]
     fn name_rejects_blank_control_and_bidi() {
         assert_eq!(UserName::parse(" \t "), Err(NameError::Empty));
-        assert_eq!(UserName::parse("a\u{0007}b"), Err(NameError::ForbiddenCharacter('\u{0007}')));
-        assert_eq!(UserName::parse("a\u{202E}b"), Err(NameError::ForbiddenCharacter('\u{202E}')));
-        assert_eq!(UserName::parse("a\u{2067}b"), Err(NameError::ForbiddenCharacter('\u{2067}')));
+        assert_eq!(
+            UserName::parse("a\u{0007}b"),
+            Err(NameError::ForbiddenCharacter('\u{0007}'))
+        );
+        assert_eq!(
+            UserName::parse("a\u{202E}b"),
+            Err(NameError::ForbiddenCharacter('\u{202E}'))
+        );
+        assert_eq!(
+            UserName::parse("a\u{2067}b"),
+            Err(NameError::ForbiddenCharacter('\u{2067}'))
+        );
     }
 
     #[test]
@@ -228,7 +257,14 @@ mod tests {
 
     #[test]
     fn email_rejects_invalid_addresses() {
-        for text in ["", "plain", "a@b", "Ada <ada@example.com>", "a@[127.0.0.1]", "a@@example.com"] {
+        for text in [
+            "",
+            "plain",
+            "a@b",
+            "Ada <ada@example.com>",
+            "a@[127.0.0.1]",
+            "a@@example.com",
+        ] {
             assert!(Email::parse(text).is_err(), "{text:?}");
         }
     }
@@ -236,6 +272,9 @@ mod tests {
     #[test]
     fn email_rejects_over_254_bytes() {
         let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
-        assert!(matches!(Email::parse(&long), Err(EmailError::TooLong { max: 254, .. })));
+        assert!(matches!(
+            Email::parse(&long),
+            Err(EmailError::TooLong { max: 254, .. })
+        ));
     }
 }

@@ -3,11 +3,11 @@
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::{header, request::Parts, HeaderMap};
+use axum::http::{HeaderMap, header, request::Parts};
 use serde::de::DeserializeOwned;
 
-use super::problem::ApiError;
 use super::AppState;
+use super::problem::ApiError;
 use crate::domain::UserId;
 
 /// A JSON request body: `Content-Type: application/json` (charset, if given, utf-8), at most
@@ -35,6 +35,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
 
         let bytes = read_body(request.into_body(), limit).await?;
+        // serde reads a struct from a JSON array too, by position; every body here is an object.
+        if bytes
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            .is_some_and(|&byte| byte != b'{')
+        {
+            return Err(ApiError::BadRequest(
+                "invalid JSON body: expected a JSON object".to_owned(),
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
@@ -56,7 +66,10 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 
 /// Accepts `application/json`, with at most a `charset=utf-8` parameter, in any letter case.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let mut parts = value.split(';').map(str::trim);
@@ -81,7 +94,9 @@ impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
         let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| invalid(parts.uri.path(), &rejection.body_text()))?;
-        UserId::parse(&text).map(UserIdPath).map_err(|err| invalid(&text, &err))
+        UserId::parse(&text)
+            .map(UserIdPath)
+            .map_err(|err| invalid(&text, &err))
     }
 }
 
@@ -92,22 +107,34 @@ mod tests {
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
         headers
     }
 
     #[test]
     fn json_content_types_accepted() {
-        for value in ["application/json", "Application/JSON", "application/json; charset=utf-8",
-                      "application/json;charset=UTF-8"] {
+        for value in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+        ] {
             assert!(is_json(&headers(value)), "{value}");
         }
     }
 
     #[test]
     fn other_content_types_rejected() {
-        for value in ["text/plain", "application/json; charset=latin1", "application/jsonx",
-                      "application/x-www-form-urlencoded", ""] {
+        for value in [
+            "text/plain",
+            "application/json; charset=latin1",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
             assert!(!is_json(&headers(value)), "{value}");
         }
         assert!(!is_json(&HeaderMap::new()));

@@ -1,14 +1,14 @@
 //! The HTTP surface: the route table, the state handlers share, and the middleware stack.
 
 mod extract;
-pub mod problem;
 mod probes;
+pub mod problem;
 mod users;
 
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -26,17 +26,20 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
-/// Builds the route table with its middleware.
+/// Builds the route table with its middleware, with `extra` routes added to the API.
 ///
 /// `GET /` is the bare baseline the benchmarks measure and sits outside the middleware; every
-/// other route, and the fallback for unknown paths, runs through the full stack.
-pub fn router(state: AppState, write_timeout: Duration) -> Router {
-    let api = Router::new()
+/// other route, `extra` included, and the fallback for unknown paths run through the full stack.
+pub fn router(state: AppState, write_timeout: Duration, extra: Router<AppState>) -> Router {
+    let api = extra
         .route("/livez", get(probes::live))
         .route("/health", get(probes::live))
         .route("/readyz", get(probes::ready))
         .route("/api/v1/users", get(users::list).post(users::create))
-        .route("/api/v1/users/{id}", get(users::get).patch(users::update).delete(users::delete))
+        .route(
+            "/api/v1/users/{id}",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state)
         .layer(
@@ -45,7 +48,10 @@ pub fn router(state: AppState, write_timeout: Duration) -> Router {
                 .layer(middleware::access_log::layer())
                 .layer(axum::middleware::from_fn(middleware::problem::render))
                 .layer(CatchPanicLayer::custom(middleware::problem::from_panic))
-                .layer(axum::middleware::from_fn_with_state(write_timeout, middleware::timeout::limit)),
+                .layer(axum::middleware::from_fn_with_state(
+                    write_timeout,
+                    middleware::timeout::limit,
+                )),
         );
 
     Router::new().route("/", get(probes::hello)).merge(api)

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 
-use super::problem::ApiError;
 use super::AppState;
+use super::problem::ApiError;
 
 /// Longest time readiness waits for the database to answer.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -95,8 +95,20 @@ struct Fields<'a> {
 }
 
 /// Serializes the problem members and drops the closing brace, so the request id can follow.
-fn render(status: StatusCode, kind: &str, title: &str, detail: &str, errors: Option<&[FieldError]>) -> String {
-    let fields = Fields { r#type: kind, title, status: status.as_u16(), detail, errors };
+fn render(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: &str,
+    errors: Option<&[FieldError]>,
+) -> String {
+    let fields = Fields {
+        r#type: kind,
+        title,
+        status: status.as_u16(),
+        detail,
+        errors,
+    };
     let mut json = serde_json::to_string(&fields).expect("problem fields serialize to JSON");
     json.pop();
     json
@@ -109,22 +121,59 @@ macro_rules! fixed_problem {
     };
 }
 
-fixed_problem!(ROUTE_NOT_FOUND, StatusCode::NOT_FOUND, "route-not-found", "Not Found",
-    "no route matches this path; the API is under /api/v1");
-fixed_problem!(METHOD_NOT_ALLOWED, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed",
-    "Method Not Allowed", "this route does not serve this method; the Allow header lists those it does");
-fixed_problem!(UNSUPPORTED_MEDIA_TYPE, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type",
-    "Unsupported Media Type", "the request body must be sent with Content-Type: application/json");
-fixed_problem!(TIMEOUT, StatusCode::SERVICE_UNAVAILABLE, "timeout", "Service Unavailable",
-    "the request did not complete within the server's time limit; retry later");
-fixed_problem!(SHUTTING_DOWN, StatusCode::SERVICE_UNAVAILABLE, "shutting-down", "Service Unavailable",
-    "the server is shutting down");
-fixed_problem!(INTERNAL, StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error",
-    "the server failed to handle the request; the request id identifies it in the server's log");
+fixed_problem!(
+    ROUTE_NOT_FOUND,
+    StatusCode::NOT_FOUND,
+    "route-not-found",
+    "Not Found",
+    "no route matches this path; the API is under /api/v1"
+);
+fixed_problem!(
+    METHOD_NOT_ALLOWED,
+    StatusCode::METHOD_NOT_ALLOWED,
+    "method-not-allowed",
+    "Method Not Allowed",
+    "this route does not serve this method; the Allow header lists those it does"
+);
+fixed_problem!(
+    UNSUPPORTED_MEDIA_TYPE,
+    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    "unsupported-media-type",
+    "Unsupported Media Type",
+    "the request body must be sent with Content-Type: application/json"
+);
+fixed_problem!(
+    TIMEOUT,
+    StatusCode::SERVICE_UNAVAILABLE,
+    "timeout",
+    "Service Unavailable",
+    "the request did not complete within the server's time limit; retry later"
+);
+fixed_problem!(
+    SHUTTING_DOWN,
+    StatusCode::SERVICE_UNAVAILABLE,
+    "shutting-down",
+    "Service Unavailable",
+    "the server is shutting down"
+);
+fixed_problem!(
+    INTERNAL,
+    StatusCode::INTERNAL_SERVER_ERROR,
+    "internal",
+    "Internal Server Error",
+    "the server failed to handle the request; the request id identifies it in the server's log"
+);
 
 /// Renders every fixed problem body now, so that no request pays for it.
 pub fn render_fixed_problems() {
-    for problem in [&ROUTE_NOT_FOUND, &METHOD_NOT_ALLOWED, &UNSUPPORTED_MEDIA_TYPE, &TIMEOUT, &SHUTTING_DOWN, &INTERNAL] {
+    for problem in [
+        &ROUTE_NOT_FOUND,
+        &METHOD_NOT_ALLOWED,
+        &UNSUPPORTED_MEDIA_TYPE,
+        &TIMEOUT,
+        &SHUTTING_DOWN,
+        &INTERNAL,
+    ] {
         LazyLock::force(problem);
     }
 }
@@ -143,17 +192,29 @@ impl ApiError {
             cause: None,
         };
         match self {
-            ApiError::NotFound(detail) => {
-                dynamic(StatusCode::NOT_FOUND, "/problems/not-found", "Not Found", detail, None)
-            }
+            ApiError::NotFound(detail) => dynamic(
+                StatusCode::NOT_FOUND,
+                "/problems/not-found",
+                "Not Found",
+                detail,
+                None,
+            ),
             ApiError::RouteNotFound => fixed(StatusCode::NOT_FOUND, &ROUTE_NOT_FOUND, None),
-            ApiError::MethodNotAllowed => fixed(StatusCode::METHOD_NOT_ALLOWED, &METHOD_NOT_ALLOWED, None),
-            ApiError::BadRequest(detail) => {
-                dynamic(StatusCode::BAD_REQUEST, "/problems/bad-request", "Bad Request", detail, None)
+            ApiError::MethodNotAllowed => {
+                fixed(StatusCode::METHOD_NOT_ALLOWED, &METHOD_NOT_ALLOWED, None)
             }
-            ApiError::UnsupportedMediaType => {
-                fixed(StatusCode::UNSUPPORTED_MEDIA_TYPE, &UNSUPPORTED_MEDIA_TYPE, None)
-            }
+            ApiError::BadRequest(detail) => dynamic(
+                StatusCode::BAD_REQUEST,
+                "/problems/bad-request",
+                "Bad Request",
+                detail,
+                None,
+            ),
+            ApiError::UnsupportedMediaType => fixed(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &UNSUPPORTED_MEDIA_TYPE,
+                None,
+            ),
             ApiError::PayloadTooLarge { limit } => dynamic(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "/problems/payload-too-large",
@@ -171,9 +232,13 @@ impl ApiError {
                     Some(errors),
                 )
             }
-            ApiError::Conflict(detail) => {
-                dynamic(StatusCode::CONFLICT, "/problems/conflict", "Conflict", detail, None)
-            }
+            ApiError::Conflict(detail) => dynamic(
+                StatusCode::CONFLICT,
+                "/problems/conflict",
+                "Conflict",
+                detail,
+                None,
+            ),
             ApiError::Unavailable(cause) => Problem {
                 cause: Some(cause.clone()),
                 ..dynamic(
@@ -186,7 +251,9 @@ impl ApiError {
             },
             ApiError::Timeout => fixed(StatusCode::SERVICE_UNAVAILABLE, &TIMEOUT, None),
             ApiError::ShuttingDown => fixed(StatusCode::SERVICE_UNAVAILABLE, &SHUTTING_DOWN, None),
-            ApiError::Internal(cause) => fixed(StatusCode::INTERNAL_SERVER_ERROR, &INTERNAL, Some(cause)),
+            ApiError::Internal(cause) => {
+                fixed(StatusCode::INTERNAL_SERVER_ERROR, &INTERNAL, Some(cause))
+            }
         }
     }
 }
@@ -215,8 +282,11 @@ mod tests {
 
     #[test]
     fn body_is_valid_json_with_request_id() {
-        let problem = ApiError::Validation(vec![FieldError { field: "name", message: "must not be empty".into() }])
-            .to_problem();
+        let problem = ApiError::Validation(vec![FieldError {
+            field: "name",
+            message: "must not be empty".into(),
+        }])
+        .to_problem();
         let body: serde_json::Value = serde_json::from_str(&problem.body("abc-1")).unwrap();
         assert_eq!(body["status"], 422);
         assert_eq!(body["request_id"], "abc-1");
@@ -229,7 +299,10 @@ mod tests {
         let first = ApiError::RouteNotFound.to_problem();
         let second = ApiError::RouteNotFound.to_problem();
         assert!(matches!(first.body_prefix, Cow::Borrowed(_)));
-        assert!(std::ptr::eq(first.body_prefix.as_ptr(), second.body_prefix.as_ptr()));
+        assert!(std::ptr::eq(
+            first.body_prefix.as_ptr(),
+            second.body_prefix.as_ptr()
+        ));
     }
 
     #[test]

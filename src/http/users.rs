@@ -3,15 +3,15 @@
 //! Each handler parses and validates its input, calls the store, and maps the store's error
 //! kinds to statuses; none of them knows which database is behind the store.
 
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::extract::{JsonBody, UserIdPath};
 use super::problem::{ApiError, FieldError};
-use super::AppState;
 use crate::domain::{Email, NewUser, User, UserId, UserName, UserPatch};
 use crate::store::StoreError;
 
@@ -45,7 +45,10 @@ pub struct UserPage {
     next_cursor: Option<String>,
 }
 
-pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateUserBody>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateUserBody>,
+) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
     let name = required(&mut errors, "name", body.name, UserName::parse);
     let email = required(&mut errors, "email", body.email, Email::parse);
@@ -55,7 +58,10 @@ pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<Crea
 
     let user = state
         .store
-        .create_user(&NewUser { name, email: email.clone() })
+        .create_user(&NewUser {
+            name,
+            email: email.clone(),
+        })
         .await
         .map_err(|err| match err {
             StoreError::Conflict { .. } => conflict(&email),
@@ -64,17 +70,28 @@ pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<Crea
 
     let location = HeaderValue::from_str(&format!("/api/v1/users/{}", user.id))
         .expect("a path of ASCII digits is a valid header value");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(user)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(user),
+    )
+        .into_response())
 }
 
-pub async fn get(State(state): State<AppState>, UserIdPath(id): UserIdPath) -> Result<Json<User>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    UserIdPath(id): UserIdPath,
+) -> Result<Json<User>, ApiError> {
     match state.store.get_user(id).await {
         Ok(user) => Ok(Json(user)),
         Err(err) => Err(store_error_for_id(err, id)),
     }
 }
 
-pub async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<UserPage>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<UserPage>, ApiError> {
     let (after, limit) = page_parameters(query.as_deref().unwrap_or_default())?;
 
     // One row more than the page shows whether a next page exists.
@@ -110,7 +127,10 @@ pub async fn update(
         return Err(ApiError::Validation(errors));
     }
 
-    let patch = UserPatch { name, email: email.clone() };
+    let patch = UserPatch {
+        name,
+        email: email.clone(),
+    };
     match state.store.update_user(id, &patch).await {
         Ok(user) => Ok(Json(user)),
         Err(StoreError::Conflict { .. }) if email.is_some() => {
@@ -120,7 +140,10 @@ pub async fn update(
     }
 }
 
-pub async fn delete(State(state): State<AppState>, UserIdPath(id): UserIdPath) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    UserIdPath(id): UserIdPath,
+) -> Result<StatusCode, ApiError> {
     match state.store.delete_user(id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(err) => Err(store_error_for_id(err, id)),
@@ -136,7 +159,10 @@ fn required<T, E: std::fmt::Display>(
 ) -> Option<T> {
     match value {
         None => {
-            errors.push(FieldError { field, message: "is required".to_owned() });
+            errors.push(FieldError {
+                field,
+                message: "is required".to_owned(),
+            });
             None
         }
         Some(text) => optional(errors, field, Some(text), parse),
@@ -153,7 +179,10 @@ fn optional<T, E: std::fmt::Display>(
     match parse(&value?) {
         Ok(parsed) => Some(parsed),
         Err(err) => {
-            errors.push(FieldError { field, message: err.to_string() });
+            errors.push(FieldError {
+                field,
+                message: err.to_string(),
+            });
             None
         }
     }
@@ -191,7 +220,10 @@ fn page_parameters(query: &str) -> Result<(Option<UserId>, u32), ApiError> {
 }
 
 fn conflict(email: &Email) -> ApiError {
-    ApiError::Conflict(format!("a user with email {:?} already exists", email.as_str()))
+    ApiError::Conflict(format!(
+        "a user with email {:?} already exists",
+        email.as_str()
+    ))
 }
 
 /// Maps a store error on the user `id`: no row means no such user.
@@ -218,8 +250,18 @@ mod tests {
     #[test]
     fn page_defaults_and_bounds() {
         assert_eq!(page_parameters("").unwrap(), (None, DEFAULT_PAGE_SIZE));
-        assert_eq!(page_parameters("limit=1000&after=7").unwrap(), (Some(UserId::parse("7").unwrap()), 1000));
-        for query in ["limit=0", "limit=1001", "limit=abc", "limit=-1", "after=0", "after=x"] {
+        assert_eq!(
+            page_parameters("limit=1000&after=7").unwrap(),
+            (Some(UserId::parse("7").unwrap()), 1000)
+        );
+        for query in [
+            "limit=0",
+            "limit=1001",
+            "limit=abc",
+            "limit=-1",
+            "after=0",
+            "after=x",
+        ] {
             assert!(page_parameters(query).is_err(), "{query}");
         }
     }

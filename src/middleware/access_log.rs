@@ -38,9 +38,18 @@ pub fn layer() -> AccessLogLayer {
 }
 
 fn request_span(request: &Request<Body>) -> Span {
-    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str);
-    let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", RequestId::as_str);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
     tracing::info_span!(
         "request",
         method = %request.method(),

@@ -8,7 +8,7 @@ use std::any::Any;
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -37,7 +37,9 @@ pub async fn render(request: Request, next: Next) -> Response {
         let cause = problem.cause.as_deref().unwrap_or("none recorded");
         tracing::error!(status = status.as_u16(), error = cause, "request failed");
     }
-    parts.headers.insert(header::CONTENT_TYPE, PROBLEM_JSON.clone());
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, PROBLEM_JSON.clone());
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(problem.body(request_id)))
 }

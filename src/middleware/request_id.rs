@@ -3,8 +3,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -22,13 +22,16 @@ pub struct RequestId(HeaderValue);
 
 impl RequestId {
     pub fn as_str(&self) -> &str {
-        self.0.to_str().expect("request ids are checked or generated as ASCII")
+        self.0
+            .to_str()
+            .expect("request ids are checked or generated as ASCII")
     }
 }
 
 /// A random prefix per process and a counter: unique across replicas without a random number
 /// per request.
-static PREFIX: LazyLock<String> = LazyLock::new(|| format!("{:016x}", RandomState::new().hash_one(std::process::id())));
+static PREFIX: LazyLock<String> =
+    LazyLock::new(|| format!("{:016x}", RandomState::new().hash_one(std::process::id())));
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub async fn assign(mut request: Request, next: Next) -> Response {
@@ -46,12 +49,15 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
 /// Accepts 1 to 64 characters of `[A-Za-z0-9._-]`, which is safe in logs, headers and JSON.
 fn is_valid(id: &[u8]) -> bool {
     (1..=MAX_LENGTH).contains(&id.len())
-        && id.iter().all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+        && id
+            .iter()
+            .all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 fn generate() -> HeaderValue {
     let sequence = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{}-{sequence:x}", *PREFIX)).expect("hex digits and a dash form a valid header")
+    HeaderValue::from_str(&format!("{}-{sequence:x}", *PREFIX))
+        .expect("hex digits and a dash form a valid header")
 }
 
 #[cfg(test)]
@@ -66,7 +72,14 @@ mod tests {
 
     #[test]
     fn unsafe_ids_rejected() {
-        for id in [&b""[..], &[b'a'; 65], b"has space", b"quote\"", b"new\nline", "é".as_bytes()] {
+        for id in [
+            &b""[..],
+            &[b'a'; 65],
+            b"has space",
+            b"quote\"",
+            b"new\nline",
+            "é".as_bytes(),
+        ] {
             assert!(!is_valid(id), "{id:?}");
         }
     }

@@ -8,11 +8,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -23,6 +24,10 @@ use tokio::time::{Instant, Sleep};
 pub struct ConnectionActivity {
     started: AtomicU64,
     in_flight: AtomicUsize,
+    /// The connection task, woken when the last request in flight ends. hyper does not read
+    /// again after writing a response if its last read was pending, so without this wake-up the
+    /// idle deadline would not be armed until the client sent something.
+    idle_waker: AtomicWaker,
 }
 
 impl ConnectionActivity {
@@ -39,7 +44,9 @@ pub struct RequestGuard(Arc<ConnectionActivity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_waker.wake();
+        }
     }
 }
 
@@ -69,7 +76,12 @@ pub struct DeadlineStream {
 impl DeadlineStream {
     /// Wraps a freshly accepted stream; its first request's headers are due within the read
     /// timeout.
-    pub fn new(inner: TcpStream, activity: Arc<ConnectionActivity>, read_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(
+        inner: TcpStream,
+        activity: Arc<ConnectionActivity>,
+        read_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         DeadlineStream {
             inner,
             activity,
@@ -88,7 +100,11 @@ impl DeadlineStream {
 }
 
 impl AsyncRead for DeadlineStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let filled_before = buf.filled().len();
         if let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -100,7 +116,8 @@ impl AsyncRead for DeadlineStream {
 
         // Nothing to read: decide which wait this is before looking at the deadline.
         let started = this.activity.started.load(Ordering::Relaxed);
-        if this.activity.in_flight.load(Ordering::Relaxed) > 0 {
+        this.activity.idle_waker.register(cx.waker());
+        if this.activity.in_flight.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
             this.requests_seen = started;
             return Poll::Pending;
@@ -115,14 +132,21 @@ impl AsyncRead for DeadlineStream {
             Poll::Ready(()) if this.phase == Phase::Idle => Poll::Ready(Ok(())),
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("request headers not received within {:?}", this.read_timeout),
+                format!(
+                    "request headers not received within {:?}",
+                    this.read_timeout
+                ),
             ))),
         }
     }
 }
 
 impl AsyncWrite for DeadlineStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

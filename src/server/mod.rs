@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::ConnectInfo;
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -54,10 +54,22 @@ impl Application {
     /// Opens the database, applies migrations unless DB_MIGRATE is false, and binds the
     /// listener. Nothing is served until [`Application::run_until`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_routes(config, Router::new()).await
+    }
+
+    /// Like [`Application::build`], with `routes` served beside the API under the same
+    /// middleware; tests use it to add routes that stall or panic.
+    pub async fn build_with_routes(
+        config: Config,
+        routes: Router<AppState>,
+    ) -> anyhow::Result<Self> {
         let database = config.database()?;
         let store = Store::connect(&database, &config.pool_settings()).await?;
         if config.db_migrate {
-            let applied = store.migrate().await.context("failed to apply migrations")?;
+            let applied = store
+                .migrate()
+                .await
+                .context("failed to apply migrations")?;
             tracing::info!(applied, "database schema up to date");
         }
 
@@ -65,7 +77,9 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("failed to listen on {address} (SERVER_HOST, SERVER_PORT)"))?;
-        let local_addr = listener.local_addr().context("failed to read the listener's address")?;
+        let local_addr = listener
+            .local_addr()
+            .context("failed to read the listener's address")?;
 
         http::problem::render_fixed_problems();
         let readiness = Readiness::default();
@@ -83,7 +97,7 @@ impl Application {
         Ok(Application {
             listener,
             local_addr,
-            router: http::router(state, config.server_write_timeout),
+            router: http::router(state, config.server_write_timeout, routes),
             store,
             readiness,
             timeouts: Timeouts {
@@ -118,11 +132,19 @@ impl Application {
 
         self.readiness.start_draining();
         tracing::info!(drain_delay = ?self.timeouts.drain_delay, "draining: /readyz now fails");
-        accept_until(&self.listener, &connections, tokio::time::sleep(self.timeouts.drain_delay)).await;
+        accept_until(
+            &self.listener,
+            &connections,
+            tokio::time::sleep(self.timeouts.drain_delay),
+        )
+        .await;
         drop(self.listener);
 
         let open = connections.graceful.count();
-        tracing::info!(open_connections = open, "stopped accepting; finishing in-flight requests");
+        tracing::info!(
+            open_connections = open,
+            "stopped accepting; finishing in-flight requests"
+        );
         if tokio::time::timeout(self.timeouts.shutdown, connections.graceful.shutdown())
             .await
             .is_err()
@@ -147,7 +169,11 @@ struct Connections {
 }
 
 /// Accepts and serves connections until `stop` completes.
-async fn accept_until(listener: &TcpListener, connections: &Connections, stop: impl Future<Output = ()>) {
+async fn accept_until(
+    listener: &TcpListener,
+    connections: &Connections,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -189,7 +215,10 @@ impl Connections {
             }
         });
 
-        let connection = self.builder.serve_connection_with_upgrades(io, service).into_owned();
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

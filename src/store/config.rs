@@ -10,7 +10,7 @@ use crate::config::ConfigError;
 /// A database selected by the configuration.
 #[derive(Debug, Clone)]
 pub enum DatabaseConfig {
-    Postgres(PostgresSettings),
+    Postgres(Box<PostgresSettings>),
     Sqlite { path: PathBuf },
 }
 
@@ -46,7 +46,10 @@ impl DatabaseConfig {
         default_ssl_mode: SslMode,
         default_root_cert: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
-        let invalid = |reason: String| ConfigError { variable: "DATABASE_URL", reason };
+        let invalid = |reason: String| ConfigError {
+            variable: "DATABASE_URL",
+            reason,
+        };
 
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() || path == ":memory:" {
@@ -54,7 +57,9 @@ impl DatabaseConfig {
                     "{url:?} names no database file; use sqlite://FILE, for example sqlite://peregrine.db"
                 )));
             }
-            return Ok(DatabaseConfig::Sqlite { path: PathBuf::from(path) });
+            return Ok(DatabaseConfig::Sqlite {
+                path: PathBuf::from(path),
+            });
         }
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(invalid(
@@ -87,7 +92,11 @@ impl DatabaseConfig {
         let config = tokio_postgres::Config::from_str(&remaining)
             .map_err(|err| invalid(format!("not a valid PostgreSQL URL: {err}")))?;
 
-        Ok(DatabaseConfig::Postgres(PostgresSettings { config, ssl_mode, ssl_root_cert }))
+        Ok(DatabaseConfig::Postgres(Box::new(PostgresSettings {
+            config,
+            ssl_mode,
+            ssl_root_cert,
+        })))
     }
 
     /// Builds PostgreSQL settings from the separate DB_* values.
@@ -105,7 +114,11 @@ impl DatabaseConfig {
         if let Some(password) = password {
             config.password(password);
         }
-        DatabaseConfig::Postgres(PostgresSettings { config, ssl_mode, ssl_root_cert })
+        DatabaseConfig::Postgres(Box::new(PostgresSettings {
+            config,
+            ssl_mode,
+            ssl_root_cert,
+        }))
     }
 }
 
@@ -115,7 +128,7 @@ mod tests {
 
     fn postgres(url: &str) -> PostgresSettings {
         match DatabaseConfig::from_url(url, SslMode::Prefer, None).unwrap() {
-            DatabaseConfig::Postgres(settings) => settings,
+            DatabaseConfig::Postgres(settings) => *settings,
             other => panic!("expected PostgreSQL, got {other:?}"),
         }
     }
@@ -138,8 +151,9 @@ mod tests {
 
     #[test]
     fn url_rejects_unknown_sslmode() {
-        let err = DatabaseConfig::from_url("postgres://db/app?sslmode=allow", SslMode::Prefer, None)
-            .unwrap_err();
+        let err =
+            DatabaseConfig::from_url("postgres://db/app?sslmode=allow", SslMode::Prefer, None)
+                .unwrap_err();
         assert_eq!(err.variable, "DATABASE_URL");
         assert!(err.reason.contains("sslmode=allow"), "{}", err.reason);
     }

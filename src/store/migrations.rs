@@ -29,9 +29,13 @@ mod tests {
     #[test]
     fn versions_increase_and_back_ends_match() {
         for list in [POSTGRES, SQLITE] {
-            assert!(list.windows(2).all(|pair| pair[0].version < pair[1].version));
+            assert!(
+                list.windows(2)
+                    .all(|pair| pair[0].version < pair[1].version)
+            );
         }
-        let names = |list: &[Migration]| list.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        let names =
+            |list: &[Migration]| list.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
         assert_eq!(names(POSTGRES), names(SQLITE));
     }
 }

@@ -58,10 +58,12 @@ impl Store {
     /// Opens the database `config` names, waiting for it up to the connect timeout.
     pub async fn connect(config: &DatabaseConfig, pool: &PoolSettings) -> anyhow::Result<Store> {
         match config {
-            DatabaseConfig::Postgres(settings) => {
-                Ok(Store::Postgres(PostgresStore::connect(settings, pool).await?))
+            DatabaseConfig::Postgres(settings) => Ok(Store::Postgres(
+                PostgresStore::connect(settings, pool).await?,
+            )),
+            DatabaseConfig::Sqlite { path } => {
+                Ok(Store::Sqlite(SqliteStore::open(path, pool).await?))
             }
-            DatabaseConfig::Sqlite { path } => Ok(Store::Sqlite(SqliteStore::open(path, pool).await?)),
         }
     }
 
@@ -105,7 +107,11 @@ impl Store {
     }
 
     /// Returns up to `limit` users with ids above `after`, in id order.
-    pub async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
+    pub async fn list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>, StoreError> {
         match self {
             Store::Postgres(store) => store.list_users(after, limit).await,
             Store::Sqlite(store) => store.list_users(after, limit).await,

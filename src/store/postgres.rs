@@ -8,12 +8,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::config::PostgresSettings;
-use super::{migrations, tls, PoolSettings, StoreError};
+use super::{PoolSettings, StoreError, migrations, tls};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 /// Serializes migrations across replicas that start at once (an arbitrary constant key).
@@ -31,7 +33,10 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Builds the pool and waits, with backoff, until the server answers a ping.
-    pub async fn connect(settings: &PostgresSettings, limits: &PoolSettings) -> anyhow::Result<Self> {
+    pub async fn connect(
+        settings: &PostgresSettings,
+        limits: &PoolSettings,
+    ) -> anyhow::Result<Self> {
         let mut config = settings.config.clone();
         config.ssl_mode(tls::postgres_ssl_mode(settings.ssl_mode));
         if config.get_connect_timeout().is_none() {
@@ -41,15 +46,18 @@ impl PostgresStore {
             config.application_name("peregrine");
         }
 
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match tls::client_config(settings.ssl_mode, settings.ssl_root_cert.as_deref())? {
-            None => Manager::from_config(config, NoTls, manager_config),
-            Some(tls_config) => Manager::from_config(
-                config,
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config),
-                manager_config,
-            ),
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
         };
+        let manager =
+            match tls::client_config(settings.ssl_mode, settings.ssl_root_cert.as_deref())? {
+                None => Manager::from_config(config, NoTls, manager_config),
+                Some(tls_config) => Manager::from_config(
+                    config,
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls_config),
+                    manager_config,
+                ),
+            };
         let pool = Pool::builder(manager)
             .max_size(limits.max_connections as usize)
             .wait_timeout(Some(limits.acquire_timeout))
@@ -113,8 +121,14 @@ impl PostgresStore {
             .collect();
 
         let mut count = 0;
-        for migration in migrations::POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
-            transaction.batch_execute(migration.sql).await.map_err(classify)?;
+        for migration in migrations::POSTGRES
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
+            transaction
+                .batch_execute(migration.sql)
+                .await
+                .map_err(classify)?;
             transaction
                 .execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
@@ -122,7 +136,11 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(classify)?;
-            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
             count += 1;
         }
         transaction.commit().await.map_err(classify)?;
@@ -147,7 +165,11 @@ impl PostgresStore {
         let row = client
             .query_one(
                 &statement,
-                &[&user.name.as_str(), &user.email.as_str(), &user.email.lowercase()],
+                &[
+                    &user.name.as_str(),
+                    &user.email.as_str(),
+                    &user.email.lowercase(),
+                ],
             )
             .await
             .map_err(classify)?;
@@ -160,13 +182,21 @@ impl PostgresStore {
             .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .await
             .map_err(classify)?;
-        match client.query_opt(&statement, &[&id.get()]).await.map_err(classify)? {
+        match client
+            .query_opt(&statement, &[&id.get()])
+            .await
+            .map_err(classify)?
+        {
             Some(row) => user_from_row(&row),
             None => Err(StoreError::NotFound),
         }
     }
 
-    pub async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
+    pub async fn list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
@@ -211,7 +241,11 @@ impl PostgresStore {
             .prepare_cached("DELETE FROM users WHERE id = $1")
             .await
             .map_err(classify)?;
-        match client.execute(&statement, &[&id.get()]).await.map_err(classify)? {
+        match client
+            .execute(&statement, &[&id.get()])
+            .await
+            .map_err(classify)?
+        {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
@@ -238,7 +272,9 @@ fn classify_pool_error(err: PoolError) -> StoreError {
     match err {
         PoolError::Backend(err) => classify(err),
         PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(err.into()),
-        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => StoreError::Internal(err.into()),
+        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+            StoreError::Internal(err.into())
+        }
     }
 }
 
@@ -265,10 +301,30 @@ fn classify(err: tokio_postgres::Error) -> StoreError {
             StoreError::Internal(err.into())
         };
     }
-    let io_failure = std::error::Error::source(&err).is_some_and(|source| source.is::<std::io::Error>());
-    if err.is_closed() || io_failure {
+    let io_failure =
+        std::error::Error::source(&err).is_some_and(|source| source.is::<std::io::Error>());
+    if caused_by_tls(&err) {
+        // A certificate that fails verification will fail again: retrying cannot help.
+        StoreError::Internal(err.into())
+    } else if err.is_closed() || io_failure {
         StoreError::Unavailable(err.into())
     } else {
         StoreError::Internal(err.into())
     }
+}
+
+/// Whether a rustls error is in `err`'s cause chain, directly or inside an I/O error.
+fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        let inside_io = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<rustls::Error>());
+        if error.is::<rustls::Error>() || inside_io {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }

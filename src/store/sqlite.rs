@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{params, Connection, ErrorCode, Row, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use super::{migrations, PoolSettings, StoreError};
+use super::{PoolSettings, StoreError, migrations};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 /// Reader connections; WAL readers do not block each other or the writer.
@@ -56,7 +56,8 @@ impl SqliteStore {
 
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         self.write(|connection| {
-            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             transaction.execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                      version INTEGER PRIMARY KEY,
@@ -69,13 +70,20 @@ impl SqliteStore {
                 .collect::<Result<_, _>>()?;
 
             let mut count = 0;
-            for migration in migrations::SQLITE.iter().filter(|m| !applied.contains(&m.version)) {
+            for migration in migrations::SQLITE
+                .iter()
+                .filter(|m| !applied.contains(&m.version))
+            {
                 transaction.execute_batch(migration.sql)?;
                 transaction.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                     params![migration.version, migration.name, now_micros()],
                 )?;
-                tracing::info!(version = migration.version, name = migration.name, "applied migration");
+                tracing::info!(
+                    version = migration.version,
+                    name = migration.name,
+                    "applied migration"
+                );
                 count += 1;
             }
             transaction.commit()?;
@@ -85,7 +93,8 @@ impl SqliteStore {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|connection| connection.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     pub async fn create_user(&self, user: &NewUser) -> Result<User, StoreError> {
@@ -115,7 +124,11 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn list_users(&self, after: Option<UserId>, limit: u32) -> Result<Vec<User>, StoreError> {
+    pub async fn list_users(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<User>, StoreError> {
         let after = after.map_or(0, UserId::get);
         self.read(move |connection| {
             connection
@@ -131,7 +144,10 @@ impl SqliteStore {
     pub async fn update_user(&self, id: UserId, patch: &UserPatch) -> Result<User, StoreError> {
         let name = patch.name.as_ref().map(|name| name.as_str().to_owned());
         let email = patch.email.as_ref().map(|email| email.as_str().to_owned());
-        let email_lower = patch.email.as_ref().map(|email| email.lowercase().to_owned());
+        let email_lower = patch
+            .email
+            .as_ref()
+            .map(|email| email.lowercase().to_owned());
         self.write(move |connection| {
             connection
                 .prepare_cached(&format!(
@@ -139,7 +155,10 @@ impl SqliteStore {
                      email_lower = COALESCE(?4, email_lower), updated_at = ?5 \
                      WHERE id = ?1 RETURNING {USER_COLUMNS}"
                 ))?
-                .query_row(params![id.get(), name, email, email_lower, now_micros()], user_from_row)
+                .query_row(
+                    params![id.get(), name, email, email_lower, now_micros()],
+                    user_from_row,
+                )
         })
         .await
     }
@@ -205,20 +224,28 @@ impl ConnectionPool {
     /// Runs `operation` on a free connection on the blocking thread pool. The connection goes
     /// back to the pool inside the blocking task, so a caller that stops waiting (a request that
     /// timed out) cannot lose it.
-    async fn run<T, F>(self: &Arc<Self>, acquire_timeout: Duration, operation: F) -> Result<T, StoreError>
+    async fn run<T, F>(
+        self: &Arc<Self>,
+        acquire_timeout: Duration,
+        operation: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let permit = match tokio::time::timeout(acquire_timeout, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => return Err(StoreError::Unavailable("the database is closed".into())),
-            Err(_elapsed) => {
-                return Err(StoreError::Unavailable(
-                    format!("no free SQLite connection within {acquire_timeout:?}").into(),
-                ));
-            }
-        };
+        let permit =
+            match tokio::time::timeout(acquire_timeout, self.permits.clone().acquire_owned()).await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => {
+                    return Err(StoreError::Unavailable("the database is closed".into()));
+                }
+                Err(_elapsed) => {
+                    return Err(StoreError::Unavailable(
+                        format!("no free SQLite connection within {acquire_timeout:?}").into(),
+                    ));
+                }
+            };
 
         let pool = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
@@ -284,8 +311,10 @@ fn now_micros() -> i64 {
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let micros: i64 = row.get("created_at")?;
-    let created_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .map_err(|err| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Integer, err.into()))?;
+    let created_at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|err| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Integer, err.into())
+        })?;
     Ok(User {
         id: UserId::from_database(row.get("id")?),
         name: row.get("name")?,
@@ -301,11 +330,15 @@ fn classify(err: rusqlite::Error) -> StoreError {
         rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
         rusqlite::Error::SqliteFailure(failure, message) => match failure.code {
             ErrorCode::ConstraintViolation
-                if message.as_deref().is_some_and(|m| m.contains("users.email_lower")) =>
+                if message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("users.email_lower")) =>
             {
                 StoreError::Conflict { field: "email" }
             }
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable(err.into()),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable(err.into())
+            }
             _ => StoreError::Internal(err.into()),
         },
         _ => StoreError::Internal(err.into()),

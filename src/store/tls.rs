@@ -10,20 +10,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use super::SslMode;
 
 /// Builds the rustls configuration for `mode`, or `None` when TLS is disabled.
-pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> anyhow::Result<Option<ClientConfig>> {
+pub fn client_config(
+    mode: SslMode,
+    root_cert: Option<&Path>,
+) -> anyhow::Result<Option<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, root_cert) {
         (SslMode::Disable, _) => return Ok(None),
-        (SslMode::Prefer, _) | (SslMode::Require, None) => Arc::new(NoVerification(provider.clone())),
+        (SslMode::Prefer, _) | (SslMode::Require, None) => {
+            Arc::new(NoVerification(provider.clone()))
+        }
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
             anyhow::bail!(
                 "DB_SSLMODE={} needs DB_SSLROOTCERT (or sslrootcert= in DATABASE_URL) naming the \
@@ -71,16 +78,21 @@ fn webpki_verifier(
     path: &Path,
     provider: &Arc<CryptoProvider>,
 ) -> anyhow::Result<Arc<WebPkiServerVerifier>> {
-    let file = File::open(path).with_context(|| format!("failed to open DB_SSLROOTCERT {}", path.display()))?;
+    let file = File::open(path)
+        .with_context(|| format!("failed to open DB_SSLROOTCERT {}", path.display()))?;
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-        let cert = cert.with_context(|| format!("failed to read DB_SSLROOTCERT {}", path.display()))?;
+        let cert =
+            cert.with_context(|| format!("failed to read DB_SSLROOTCERT {}", path.display()))?;
         roots
             .add(cert)
             .with_context(|| format!("invalid certificate in DB_SSLROOTCERT {}", path.display()))?;
     }
     if roots.is_empty() {
-        anyhow::bail!("DB_SSLROOTCERT {} contains no PEM certificate", path.display());
+        anyhow::bail!(
+            "DB_SSLROOTCERT {} contains no PEM certificate",
+            path.display()
+        );
     }
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -110,7 +122,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -119,7 +136,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -141,7 +163,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),

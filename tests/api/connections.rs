@@ -1,0 +1,130 @@
+//! Connection handling: the header read timeout, the idle keep-alive timeout, and h2c.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{Backend, Options, TestApp};
+
+async fn spawn(read_timeout: &str, idle_timeout: &str) -> TestApp {
+    let args = [
+        "--server-read-timeout",
+        read_timeout,
+        "--server-idle-timeout",
+        idle_timeout,
+    ];
+    let options = Options {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Options::default()
+    };
+    TestApp::spawn_with(Backend::Sqlite, options)
+        .await
+        .expect("SQLite is always available")
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection, and returns how long that took.
+async fn time_until_closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buffer = [0; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the connection stayed open for 10 s"),
+        }
+    }
+}
+
+async fn request(stream: &mut TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buffer = vec![0; 4096];
+    let read = stream.read(&mut buffer).await.unwrap();
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn stalled_headers_are_cut_at_read_timeout() {
+    let app = spawn("300ms", "30s").await;
+    let mut stream = connect(&app).await;
+
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: te")
+        .await
+        .unwrap();
+    let open_for = time_until_closed(&mut stream).await;
+
+    assert!(
+        open_for >= Duration::from_millis(250),
+        "closed after {open_for:?}"
+    );
+    assert!(
+        open_for < Duration::from_secs(3),
+        "closed after {open_for:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connection_is_cut_at_read_timeout() {
+    let app = spawn("300ms", "30s").await;
+    let mut stream = connect(&app).await;
+
+    let open_for = time_until_closed(&mut stream).await;
+
+    assert!(
+        open_for < Duration::from_secs(3),
+        "closed after {open_for:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_outlives_read_timeout_until_idle_timeout() {
+    let app = spawn("300ms", "1500ms").await;
+    let mut stream = connect(&app).await;
+
+    let first = request(&mut stream, "/livez").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let second = request(&mut stream, "/livez").await;
+    let open_for = time_until_closed(&mut stream).await;
+
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "idle past the read timeout: {second}"
+    );
+    assert!(
+        open_for >= Duration::from_millis(1200),
+        "closed after {open_for:?}"
+    );
+    assert!(
+        open_for < Duration::from_secs(5),
+        "closed after {open_for:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let app = spawn("5s", "120s").await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+
+    let response = client.get(app.url("/livez")).send().await.unwrap();
+
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}

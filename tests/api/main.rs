@@ -1,0 +1,12 @@
+//! Black-box tests of peregrine: the real server on an ephemeral port, against SQLite and
+//! PostgreSQL, with a real HTTP client.
+
+mod harness;
+
+mod cli;
+mod connections;
+mod input;
+mod middleware;
+mod postgres;
+mod shutdown;
+mod users;

@@ -1,0 +1,332 @@
+//! Behaviour that only PostgreSQL has: TLS modes, waiting for the database at start, the
+//! bounded wait for a pooled connection, recovery from lost connections, and readiness.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use peregrine::config::Config;
+use peregrine::server::Application;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::postgres::{self, Server};
+use crate::harness::{Backend, Options, TestApp, problem};
+
+/// Builds (but does not run) an application on `url` with extra flags.
+async fn build(url: &str, args: &[&str]) -> anyhow::Result<Application> {
+    let mut all = vec![
+        "peregrine",
+        "--server-host",
+        "127.0.0.1",
+        "--server-port",
+        "0",
+        "--database-url",
+        url,
+    ];
+    all.extend_from_slice(args);
+    Application::build(Config::try_parse_from(all)?).await
+}
+
+/// A URL for a fresh database on `host`, with the given TLS parameters.
+async fn tls_url(server: &Server, host: &str, tls: &str) -> String {
+    let plain = server.create_database().await;
+    let name = plain.rsplit('/').next().unwrap().split('?').next().unwrap();
+    format!("postgres://postgres@{host}:{}/{name}?{tls}", server.port)
+}
+
+#[tokio::test]
+async fn tls_verify_full_accepts_right_ca() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let Some(tls) = &server.tls else {
+        return eprintln!("skipped: TLS needs the harness's own cluster");
+    };
+
+    let url = tls_url(
+        server,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", tls.ca_cert.display()),
+    )
+    .await;
+    let app = build(&url, &[]).await;
+
+    assert!(app.is_ok(), "{:#}", app.err().unwrap());
+}
+
+#[tokio::test]
+async fn tls_verify_full_rejects_wrong_ca() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let Some(tls) = &server.tls else {
+        return eprintln!("skipped: TLS needs the harness's own cluster");
+    };
+
+    let url = tls_url(
+        server,
+        "localhost",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}",
+            tls.other_ca_cert.display()
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    let err = build(&url, &["--db-connect-timeout", "10s"])
+        .await
+        .err()
+        .expect("a wrong CA is rejected");
+
+    assert!(
+        format!("{err:#}").to_lowercase().contains("certificate"),
+        "{err:#}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a verification failure is not retried"
+    );
+}
+
+#[tokio::test]
+async fn tls_verify_full_rejects_wrong_host_but_verify_ca_accepts() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let Some(tls) = &server.tls else {
+        return eprintln!("skipped: TLS needs the harness's own cluster");
+    };
+    let root = format!("sslrootcert={}", tls.ca_cert.display());
+
+    // The certificate names localhost, not 127.0.0.1.
+    let full = build(
+        &tls_url(server, "127.0.0.1", &format!("sslmode=verify-full&{root}")).await,
+        &[],
+    )
+    .await;
+    let ca = build(
+        &tls_url(server, "127.0.0.1", &format!("sslmode=verify-ca&{root}")).await,
+        &[],
+    )
+    .await;
+
+    assert!(full.is_err(), "verify-full must check the host name");
+    assert!(ca.is_ok(), "{:#}", ca.err().unwrap());
+}
+
+#[tokio::test]
+async fn tls_require_encrypts_without_ca() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let Some(_) = &server.tls else {
+        return eprintln!("skipped: TLS needs the harness's own cluster");
+    };
+
+    let app = build(&tls_url(server, "127.0.0.1", "sslmode=require").await, &[]).await;
+
+    assert!(app.is_ok(), "{:#}", app.err().unwrap());
+}
+
+#[tokio::test]
+async fn verify_full_without_root_cert_is_rejected() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+
+    let err = build(
+        &tls_url(server, "localhost", "sslmode=verify-full").await,
+        &[],
+    )
+    .await
+    .err()
+    .unwrap();
+
+    assert!(format!("{err:#}").contains("DB_SSLROOTCERT"), "{err:#}");
+}
+
+#[tokio::test]
+async fn start_waits_for_late_database() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let database = server.create_database().await;
+    let upstream = format!("{}:{}", server.host, server.port);
+    // A port that accepts nothing for a second, then forwards to the real server, as a database
+    // that comes up after the service would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut server = TcpStream::connect(upstream).await.unwrap();
+                let _closed = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    let url = database.replace(&format!(":{}/", server.port), &format!(":{port}/"));
+
+    let started = Instant::now();
+    let app = build(&url, &["--db-connect-timeout", "15s"]).await;
+
+    assert!(app.is_ok(), "{:#}", app.err().unwrap());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "connected after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_at_connect_timeout() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/none?sslmode=disable");
+
+    let started = Instant::now();
+    let result = build(&url, &["--db-connect-timeout", "1s"]).await;
+
+    assert!(result.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_answers_503_with_retry_after() {
+    let options = Options {
+        args: ["--db-max-conns", "1", "--db-acquire-timeout", "200ms"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let user = app.create_user("Held", "held@example.com").await;
+    let path = format!("/api/v1/users/{}", user["id"]);
+
+    // Hold a lock that the read waits on, so the pool's only connection stays busy.
+    let (locker, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let blocked = tokio::spawn({
+        let request = app.client.get(app.url(&path));
+        async move { request.send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let response = app.get(&path).await;
+    let waited = started.elapsed();
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    assert_eq!(response.headers()["retry-after"], "1");
+    problem(response, 503).await;
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    assert_eq!(blocked.await.unwrap(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_after_connections_are_killed() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let user = app.create_user("Survivor", "survivor@example.com").await;
+    let path = format!("/api/v1/users/{}", user["id"]);
+    for _ in 0..5 {
+        assert_eq!(app.get(&path).await.status(), 200);
+    }
+    let name = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let killed = server
+        .admin()
+        .await
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(app.get(&path).await.status().as_u16());
+    }
+
+    assert!(!killed.is_empty(), "the pool had connections to kill");
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 200 || status == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|&&status| status == 503).count() <= 1,
+        "only requests on a broken connection fail: {statuses:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_database_is_gone() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let name = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    server
+        .admin()
+        .await
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    let ready = app.get("/readyz").await;
+    let live = app.get("/livez").await;
+
+    let body = problem(ready, 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("database"),
+        "{body}"
+    );
+    assert_eq!(live.status(), 200, "liveness ignores the database");
+    app.stop().await;
+}
