@@ -126,6 +126,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub db_max_conns: u32,
 
+    /// Shared PostgreSQL connections that pipeline the reads of all requests; 0 makes reads
+    /// check a connection out of the pool like writes.
+    #[arg(long, env = "DB_READ_CLIENTS", value_name = "DB_READ_CLIENTS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub db_read_clients: u32,
+
     /// Longest wait for a free pooled connection before a request answers 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", value_name = "DB_ACQUIRE_TIMEOUT",
           default_value = "2s", value_parser = parse_duration)]
@@ -233,6 +239,7 @@ impl Config {
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.db_max_conns,
+            read_clients: self.db_read_clients,
             acquire_timeout: self.db_acquire_timeout,
             connect_timeout: self.db_connect_timeout,
         }

@@ -30,7 +30,12 @@ pub async fn serve(
 /// Applies every pending migration and returns.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let database = config.database()?;
-    let store = store::Store::connect(&database, &config.pool_settings()).await?;
+    // Migrations write through the pool; shared read connections would sit unused.
+    let pool = store::PoolSettings {
+        read_clients: 0,
+        ..config.pool_settings()
+    };
+    let store = store::Store::connect(&database, &pool).await?;
     let applied = store.migrate().await?;
     tracing::info!(
         applied,

@@ -20,23 +20,31 @@ impl Readiness {
     }
 }
 
-/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C). A signal that cannot be
+/// listened for is logged and never completes, so only the other one stops the server.
 pub async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
 
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::error!(error = %err, "failed to listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
         }
     };
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "failed to listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+
     tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stop signal received"),
-        result = tokio::signal::ctrl_c() => match result {
-            Ok(()) => tracing::info!(signal = "SIGINT", "stop signal received"),
-            Err(err) => tracing::error!(error = %err, "failed to listen for SIGINT"),
-        },
+        () = terminate => tracing::info!(signal = "SIGTERM", "stop signal received"),
+        () = interrupt => tracing::info!(signal = "SIGINT", "stop signal received"),
     }
 }

@@ -22,6 +22,8 @@ use sqlite::SqliteStore;
 pub struct PoolSettings {
     /// Connections in the PostgreSQL pool.
     pub max_connections: u32,
+    /// Shared, pipelined PostgreSQL connections for reads; 0 sends reads through the pool.
+    pub read_clients: u32,
     /// Longest wait for a free connection before the operation fails as unavailable.
     pub acquire_timeout: Duration,
     /// Longest time the start retries an unreachable database before it gives up.

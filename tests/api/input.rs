@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{Backend, Options, TestApp, problem};
 use crate::on_both_backends;
@@ -255,22 +256,39 @@ async fn chunked_oversize_body_is_413(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, options).await else {
         return;
     };
-    // A stream body has no Content-Length, so reqwest sends it chunked: the server finds the
-    // size only by reading, and must stop at the limit.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..64).map(|_| Ok(vec![b' '; 1024])).collect();
-    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-
-    let response = app
-        .client
-        .post(app.url("/api/v1/users"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
+    // A chunked body has no Content-Length, so the server finds its size only by reading and
+    // must stop at the limit. The client keeps sending 64 MiB on its own task while the test
+    // reads the response, as a client that ignores an early response would.
+    let stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
         .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        let head = "POST /api/v1/users HTTP/1.1\r\nHost: test\r\n\
+                    Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+        for _ in 0..1024 {
+            writer.write_all(chunk.as_bytes()).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
 
-    problem(response, 413).await;
+    let mut response = Vec::new();
+    let mut buffer = [0; 4096];
+    while !response.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = reader.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "closed before the response head");
+        response.extend_from_slice(&buffer[..read]);
+    }
+    let head = String::from_utf8_lossy(&response).to_lowercase();
+    sender.abort();
+
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
     app.stop().await;
 }
 

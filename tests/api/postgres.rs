@@ -204,9 +204,16 @@ async fn unreachable_database_fails_at_connect_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_pool_answers_503_with_retry_after() {
     let options = Options {
-        args: ["--db-max-conns", "1", "--db-acquire-timeout", "200ms"]
-            .map(String::from)
-            .to_vec(),
+        args: [
+            "--db-max-conns",
+            "1",
+            "--db-acquire-timeout",
+            "200ms",
+            "--db-read-clients",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Options::default()
     };
     let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
@@ -280,17 +287,30 @@ async fn recovers_after_connections_are_killed() {
     }
 
     assert!(!killed.is_empty(), "the pool had connections to kill");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reconnected = loop {
+        let rows = server
+            .admin()
+            .await
+            .query(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        let count: i64 = rows[0].get(0);
+        if count >= 2 || Instant::now() > deadline {
+            break count;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
-        statuses
-            .iter()
-            .all(|&status| status == 200 || status == 503),
-        "{statuses:?}"
+        reconnected >= 2,
+        "the shared read connections were replaced: {reconnected}"
     );
-    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
-    assert!(
-        statuses.iter().filter(|&&status| status == 503).count() <= 1,
-        "only requests on a broken connection fail: {statuses:?}"
-    );
+    // No request was in flight when the connections died, so none may fail: a read on a
+    // lost shared connection is retried on the pool, and the pool drops broken connections.
+    assert!(statuses.iter().all(|&status| status == 200), "{statuses:?}");
     app.stop().await;
 }
 

@@ -1,38 +1,79 @@
-//! The PostgreSQL back end: tokio-postgres behind a deadpool pool, with a statement cache per
-//! connection.
+//! The PostgreSQL back end: tokio-postgres, with a deadpool pool for writes and transactions
+//! and a few shared, pipelined clients for reads (see [`shared`]).
 //!
-//! A connection that broke (the server restarted, the network was cut) is dropped when it is
-//! next checked out and a new one is opened, so the service recovers without a restart; only
-//! the requests in flight on the broken connection fail, as unavailable.
+//! A pooled connection that broke (the server restarted, the network was cut) is dropped when
+//! it is next checked out and a new one is opened, so the service recovers without a restart.
+//! Only the requests in flight on a broken connection fail, and they fail as unavailable.
 
+mod errors;
+mod shared;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::PostgresSettings;
 use super::{PoolSettings, StoreError, migrations, tls};
 use crate::domain::{NewUser, User, UserId, UserPatch};
+use errors::{classify, classify_pool_error, is_unavailable};
+use shared::SharedReads;
 
 /// Serializes migrations across replicas that start at once (an arbitrary constant key).
 const MIGRATION_LOCK_KEY: i64 = 0x7065_7265_6772_696e;
 
-/// Longest single connection attempt; the start retries attempts up to the connect timeout.
+/// Maximum time of one connection attempt; the start retries attempts up to the connect
+/// timeout.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const USER_COLUMNS: &str = "id, name, email, created_at";
+const GET_USER: &str = "SELECT id, name, email, created_at FROM users WHERE id = $1";
+const LIST_USERS: &str =
+    "SELECT id, name, email, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2";
 
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// `None` when reads use the pool (DB_READ_CLIENTS=0).
+    reads: Option<Arc<SharedReads>>,
+}
+
+/// Makes connections with the service's settings and TLS, for the shared read clients.
+#[derive(Clone)]
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Connector {
+    /// Opens a connection and drives it on its own task, which finishes when it closes.
+    async fn connect(&self) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                Ok((client, tokio::spawn(drive(connection))))
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                Ok((client, tokio::spawn(drive(connection))))
+            }
+        }
+    }
+}
+
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(err) = connection.await {
+        tracing::warn!(error = %err, "PostgreSQL connection failed");
+    }
 }
 
 impl PostgresStore {
-    /// Builds the pool and waits, with backoff, until the server answers a ping.
+    /// Builds the pool, waits with backoff until the server responds to a ping, and opens
+    /// the shared read clients.
     pub async fn connect(
         settings: &PostgresSettings,
         limits: &PoolSettings,
@@ -45,19 +86,20 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("peregrine");
         }
+        let tls = tls::client_config(settings.ssl_mode, settings.ssl_root_cert.as_deref())?
+            .map(MakeRustlsConnect::new);
+        let connector = Connector {
+            config: config.clone(),
+            tls: tls.clone(),
+        };
 
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager =
-            match tls::client_config(settings.ssl_mode, settings.ssl_root_cert.as_deref())? {
-                None => Manager::from_config(config, NoTls, manager_config),
-                Some(tls_config) => Manager::from_config(
-                    config,
-                    tokio_postgres_rustls::MakeRustlsConnect::new(tls_config),
-                    manager_config,
-                ),
-            };
+        let manager = match tls {
+            None => Manager::from_config(config, NoTls, manager_config),
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(limits.max_connections as usize)
             .wait_timeout(Some(limits.acquire_timeout))
@@ -67,12 +109,18 @@ impl PostgresStore {
             .build()
             .context("failed to build the PostgreSQL pool")?;
 
-        let store = PostgresStore { pool };
+        let mut store = PostgresStore { pool, reads: None };
         store.wait_until_reachable(limits.connect_timeout).await?;
+        if limits.read_clients > 0 {
+            let reads = SharedReads::start(connector, limits.read_clients as usize)
+                .await
+                .context("failed to open the shared read connections")?;
+            store.reads = Some(reads);
+        }
         Ok(store)
     }
 
-    /// Pings until the server answers, doubling the pause between attempts up to 2 s.
+    /// Pings until the server responds, doubling the pause between attempts up to 2 s.
     async fn wait_until_reachable(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(100);
@@ -177,11 +225,25 @@ impl PostgresStore {
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User, StoreError> {
+        if let Some(shared) = self.reads.as_ref().and_then(|reads| reads.pick()) {
+            let row = match shared.statements().await {
+                Ok(statements) => {
+                    shared
+                        .client
+                        .query_opt(&statements.get_user, &[&id.get()])
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match row {
+                Ok(row) => return row.map_or(Err(StoreError::NotFound), |row| user_from_row(&row)),
+                Err(err) if is_unavailable(&err) => log_shared_read_retry(&err),
+                Err(err) => return Err(classify(err)),
+            }
+        }
+
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .await
-            .map_err(classify)?;
+        let statement = client.prepare_cached(GET_USER).await.map_err(classify)?;
         match client
             .query_opt(&statement, &[&id.get()])
             .await
@@ -197,16 +259,29 @@ impl PostgresStore {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<User>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
-            ))
-            .await
-            .map_err(classify)?;
         let after = after.map_or(0, UserId::get);
+        let limit = i64::from(limit);
+        if let Some(shared) = self.reads.as_ref().and_then(|reads| reads.pick()) {
+            let rows = match shared.statements().await {
+                Ok(statements) => {
+                    shared
+                        .client
+                        .query(&statements.list_users, &[&after, &limit])
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match rows {
+                Ok(rows) => return rows.iter().map(user_from_row).collect(),
+                Err(err) if is_unavailable(&err) => log_shared_read_retry(&err),
+                Err(err) => return Err(classify(err)),
+            }
+        }
+
+        let client = self.client().await?;
+        let statement = client.prepare_cached(LIST_USERS).await.map_err(classify)?;
         let rows = client
-            .query(&statement, &[&after, &i64::from(limit)])
+            .query(&statement, &[&after, &limit])
             .await
             .map_err(classify)?;
         rows.iter().map(user_from_row).collect()
@@ -252,6 +327,9 @@ impl PostgresStore {
     }
 
     pub fn close(&self) {
+        if let Some(reads) = &self.reads {
+            reads.close();
+        }
         self.pool.close();
     }
 }
@@ -268,63 +346,8 @@ fn user_from_row(row: &Row) -> Result<User, StoreError> {
     read().map_err(|err| StoreError::Internal(err.into()))
 }
 
-fn classify_pool_error(err: PoolError) -> StoreError {
-    match err {
-        PoolError::Backend(err) => classify(err),
-        PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(err.into()),
-        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
-            StoreError::Internal(err.into())
-        }
-    }
-}
-
-/// Sorts a driver error by what the caller can do: a unique violation is a conflict, a lost
-/// or refused connection is unavailable, and the rest is internal.
-fn classify(err: tokio_postgres::Error) -> StoreError {
-    if let Some(db) = err.as_db_error() {
-        let code = db.code();
-        if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("users_email_lower_key") {
-            return StoreError::Conflict { field: "email" };
-        }
-        let unavailable = code.code().starts_with("08")
-            || [
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::TOO_MANY_CONNECTIONS,
-                SqlState::QUERY_CANCELED,
-            ]
-            .contains(code);
-        return if unavailable {
-            StoreError::Unavailable(err.into())
-        } else {
-            StoreError::Internal(err.into())
-        };
-    }
-    let io_failure =
-        std::error::Error::source(&err).is_some_and(|source| source.is::<std::io::Error>());
-    if caused_by_tls(&err) {
-        // A certificate that fails verification will fail again: retrying cannot help.
-        StoreError::Internal(err.into())
-    } else if err.is_closed() || io_failure {
-        StoreError::Unavailable(err.into())
-    } else {
-        StoreError::Internal(err.into())
-    }
-}
-
-/// Whether a rustls error is in `err`'s cause chain, directly or inside an I/O error.
-fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(error) = current {
-        let inside_io = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .is_some_and(|inner| inner.is::<rustls::Error>());
-        if error.is::<rustls::Error>() || inside_io {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+/// Reads are idempotent, so a read whose shared connection was lost is retried once on the
+/// pool; the shared slot is being replaced meanwhile.
+fn log_shared_read_retry(err: &tokio_postgres::Error) {
+    tracing::warn!(error = %err, "shared read connection lost; retrying the read on the pool");
 }
