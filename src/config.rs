@@ -1,7 +1,7 @@
 //! Every setting of the service: its flag, environment variable, default and validation.
 //!
 //! Settings come only from flags and environment variables. A value that does not parse
-//! stops the start with exit code 2 and a message naming the variable and the value; no
+//! stops the start with exit code 2 and a message naming the variable and the value. No
 //! setting falls back silently to its default.
 
 use std::fmt;
@@ -43,17 +43,17 @@ pub struct Config {
     )]
     pub server_port: u16,
 
-    /// Longest time a client may take to send a request's headers before it is disconnected.
+    /// Maximum time a client may take to send a request's headers before it is disconnected.
     #[arg(long, env = "SERVER_READ_TIMEOUT", value_name = "SERVER_READ_TIMEOUT",
           default_value = "5s", value_parser = parse_duration)]
     pub server_read_timeout: Duration,
 
-    /// Longest time a handler may run; past it the request answers 503.
+    /// Maximum time a handler may run; past it the request gets a 503.
     #[arg(long, env = "SERVER_WRITE_TIMEOUT", value_name = "SERVER_WRITE_TIMEOUT",
           default_value = "10s", value_parser = parse_duration)]
     pub server_write_timeout: Duration,
 
-    /// Longest time an idle keep-alive connection is kept open.
+    /// Maximum time an idle keep-alive connection is kept open.
     #[arg(long, env = "SERVER_IDLE_TIMEOUT", value_name = "SERVER_IDLE_TIMEOUT",
           default_value = "120s", value_parser = parse_duration)]
     pub server_idle_timeout: Duration,
@@ -132,12 +132,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub db_read_clients: u32,
 
-    /// Longest wait for a free pooled connection before a request answers 503.
+    /// Maximum wait for a free pooled connection before a request gets a 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", value_name = "DB_ACQUIRE_TIMEOUT",
           default_value = "2s", value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
 
-    /// Longest time the start waits for the database to answer, retrying with backoff.
+    /// Maximum time the start waits for the database to respond, retrying with backoff.
     #[arg(long, env = "DB_CONNECT_TIMEOUT", value_name = "DB_CONNECT_TIMEOUT",
           default_value = "30s", value_parser = parse_duration)]
     pub db_connect_timeout: Duration,
@@ -147,7 +147,7 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub db_migrate: bool,
 
-    /// Longest time in-flight requests get to finish after the listener stops.
+    /// Maximum time in-flight requests get to finish after the listener stops.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30s",
           value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -205,12 +205,13 @@ impl Config {
         self.database().map(|_| ())
     }
 
-    /// The public listener's address.
+    /// Returns the public listener's address.
     pub fn server_addr(&self) -> SocketAddr {
         SocketAddr::new(self.server_host, self.server_port)
     }
 
-    /// The database this configuration selects, with DATABASE_URL taking precedence over DB_*.
+    /// Returns the database this configuration selects, with DATABASE_URL taking precedence
+    /// over DB_*.
     pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
         if let Some(url) = &self.database_url {
             return DatabaseConfig::from_url(
@@ -235,7 +236,7 @@ impl Config {
         }
     }
 
-    /// The pool settings shared by both back ends.
+    /// Returns the pool settings shared by both back ends.
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.db_max_conns,
@@ -246,7 +247,7 @@ impl Config {
     }
 }
 
-/// A secret setting: its `Debug` and `Display` never print the value.
+/// A secret setting. Its `Debug` output never shows the value, and it has no `Display`.
 #[derive(Clone)]
 pub struct Secret(String);
 

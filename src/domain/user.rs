@@ -12,7 +12,7 @@ use unicode_normalization::UnicodeNormalization;
 #[serde(transparent)]
 pub struct UserId(i64);
 
-/// Why a string is not a user id.
+/// The reason a string is not a user id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserIdError {
     #[error("must be a positive integer")]
@@ -55,7 +55,7 @@ impl fmt::Display for UserId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserName(String);
 
-/// Why a string is not a valid user name.
+/// The reason a string is not a valid user name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("must not be empty")]
@@ -107,7 +107,7 @@ pub struct Email {
     lowercase: String,
 }
 
-/// Why a string is not a valid email address.
+/// The reason a string is not a valid email address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmailError {
     #[error("must not be empty")]
@@ -119,7 +119,7 @@ pub enum EmailError {
 }
 
 impl Email {
-    /// The longest address that fits in an SMTP forward path (RFC 5321, section 4.5.3.1.3).
+    /// Maximum length of an address that fits in an SMTP forward path (RFC 5321, section 4.5.3.1.3).
     pub const MAX_BYTES: usize = 254;
 
     /// Trims `text` and checks it is a plain address (no display name) with a dotted domain.
@@ -152,7 +152,8 @@ impl Email {
         &self.address
     }
 
-    /// The address in lowercase: two addresses that differ only in case belong to one user.
+    /// Returns the address in lowercase, because two addresses that differ only in case belong
+    /// to one user.
     pub fn lowercase(&self) -> &str {
         &self.lowercase
     }

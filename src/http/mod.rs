@@ -17,7 +17,8 @@ use crate::shutdown::Readiness;
 use crate::store::Store;
 use problem::ApiError;
 
-/// What every handler can reach. Cloned per request, so every field is cheap to clone.
+/// The state every handler can reach. It is cloned per request, so every field is cheap to
+/// clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -28,8 +29,9 @@ pub struct AppState {
 
 /// Builds the route table with its middleware, with `extra` routes added to the API.
 ///
-/// `GET /` is the bare baseline the benchmarks measure and sits outside the middleware; every
-/// other route, `extra` included, and the fallback for unknown paths run through the full stack.
+/// `GET /` is the bare baseline the benchmarks measure, so it sits outside the middleware.
+/// Every other route, `extra` included, and the fallback for unknown paths run through the
+/// full stack.
 pub fn router(state: AppState, write_timeout: Duration, extra: Router<AppState>) -> Router {
     let api = extra
         .route("/livez", get(probes::live))

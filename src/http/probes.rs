@@ -10,7 +10,7 @@ use axum::extract::State;
 use super::AppState;
 use super::problem::ApiError;
 
-/// Longest time readiness waits for the database to answer.
+/// Maximum time readiness waits for the database to respond.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub async fn hello() -> &'static str {
@@ -21,7 +21,7 @@ pub async fn live() -> &'static str {
     "ok"
 }
 
-/// Answers 200 while the database answers and the server is not shutting down.
+/// Returns 200 while the database responds and the server is not shutting down.
 pub async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if state.readiness.is_draining() {
         return Err(ApiError::ShuttingDown);
@@ -30,7 +30,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiErr
         Ok(Ok(())) => Ok("ready"),
         Ok(Err(err)) => Err(ApiError::Unavailable(err.to_string())),
         Err(_elapsed) => Err(ApiError::Unavailable(format!(
-            "the database did not answer a ping within {READY_PING_TIMEOUT:?}"
+            "the database did not respond to a ping within {READY_PING_TIMEOUT:?}"
         ))),
     }
 }

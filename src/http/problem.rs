@@ -22,7 +22,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// Every error a handler or middleware can answer with.
+/// Every error a handler or middleware can respond with.
 #[derive(Debug)]
 pub enum ApiError {
     /// A resource that does not exist; the detail names it.
@@ -31,7 +31,7 @@ pub enum ApiError {
     RouteNotFound,
     /// A route that exists, with a method it does not serve.
     MethodNotAllowed,
-    /// A malformed request: bad JSON, a bad path or query parameter. The detail says what.
+    /// A malformed request: bad JSON, a bad path or query parameter, described in the detail.
     BadRequest(String),
     /// A body without `Content-Type: application/json`.
     UnsupportedMediaType,
@@ -57,12 +57,12 @@ pub enum ApiError {
 pub struct Problem {
     pub status: StatusCode,
     pub body_prefix: Cow<'static, str>,
-    /// What went wrong inside the server, for the log; never sent to the client.
+    /// The cause inside the server, for the log. It is never sent to the client.
     pub cause: Option<String>,
 }
 
 impl Problem {
-    /// The full body, with `request_id` as the last member. Request ids contain only
+    /// Renders the full body, with `request_id` as the last member. Request ids contain only
     /// `[A-Za-z0-9._-]`, so they need no JSON escaping.
     pub fn body(&self, request_id: &str) -> String {
         let mut body = String::with_capacity(self.body_prefix.len() + request_id.len() + 18);
@@ -73,7 +73,7 @@ impl Problem {
         body
     }
 
-    /// A generic problem for a status that arrived without one, such as axum's own 405.
+    /// Builds a generic problem for a status that arrived without one, such as axum's own 405.
     pub fn for_status(status: StatusCode) -> Problem {
         let title = status.canonical_reason().unwrap_or("Error");
         Problem {
@@ -179,7 +179,7 @@ pub fn render_fixed_problems() {
 }
 
 impl ApiError {
-    /// The status and rendered body of this error, and its cause for the log.
+    /// Returns the status and rendered body of this error, and its cause for the log.
     pub fn to_problem(&self) -> Problem {
         let fixed = |status, body: &'static LazyLock<String>, cause: Option<&String>| Problem {
             status,
@@ -264,7 +264,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An empty-bodied response that carries `problem` for the problem middleware to render.
+/// Builds an empty-bodied response that carries `problem` for the problem middleware to render.
 pub fn problem_response(problem: Problem) -> Response {
     let mut response = problem.status.into_response();
     if problem.status == StatusCode::SERVICE_UNAVAILABLE {

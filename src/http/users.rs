@@ -1,7 +1,7 @@
 //! `/api/v1/users`: create, read, list, update and delete users.
 //!
 //! Each handler parses and validates its input, calls the store, and maps the store's error
-//! kinds to statuses; none of them knows which database is behind the store.
+//! kinds to statuses. No handler depends on which database is behind the store.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -20,8 +20,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// The largest `limit` a request may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// The body of `POST /api/v1/users`. Both fields are required; they are optional here so that
-/// a missing one is reported as an invalid field (422) rather than as malformed JSON (400).
+/// The body of `POST /api/v1/users`. Both fields are required, but they are optional here so
+/// that a missing one is reported as an invalid field (422) rather than as malformed JSON (400).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {

@@ -13,7 +13,7 @@ use axum::response::Response;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The longest request id accepted from a client.
+/// Maximum length of a request id accepted from a client.
 const MAX_LENGTH: usize = 64;
 
 /// A request's id, in the request's extensions for handlers and middleware.

@@ -3,7 +3,7 @@
 //!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection waits for its
 //! next request, so it would close idle connections after the (short) header timeout. This
-//! wrapper tells the two waits apart: it watches the bytes read and the requests that the
+//! wrapper distinguishes the two waits by watching the bytes read and the requests that the
 //! connection's service has started and finished.
 
 use std::io;

@@ -109,7 +109,7 @@ impl Application {
         })
     }
 
-    /// The address the listener is bound to, with the real port when SERVER_PORT was 0.
+    /// Returns the address the listener is bound to, with the real port when SERVER_PORT was 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -160,7 +160,7 @@ impl Application {
     }
 }
 
-/// What every accepted connection is served with.
+/// The shared parts every accepted connection is served with.
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
     graceful: GracefulShutdown,

@@ -1,4 +1,4 @@
-//! Which database to open, parsed from DATABASE_URL or the DB_* settings.
+//! The database selection, parsed from DATABASE_URL or the DB_* settings.
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -1,6 +1,6 @@
 //! Persistence: one interface, [`Store`], over two back ends that behave identically.
 //!
-//! The store knows SQL and the domain types, never HTTP. Every back-end error is classified
+//! The store deals in SQL and the domain types, never in HTTP. Every back-end error is classified
 //! into a [`StoreError`] here, so handlers decide a status from the kind of failure alone.
 
 mod config;
@@ -24,9 +24,9 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// Shared, pipelined PostgreSQL connections for reads; 0 sends reads through the pool.
     pub read_clients: u32,
-    /// Longest wait for a free connection before the operation fails as unavailable.
+    /// Maximum wait for a free connection before the operation fails as unavailable.
     pub acquire_timeout: Duration,
-    /// Longest time the start retries an unreachable database before it gives up.
+    /// Maximum time the start retries an unreachable database before it gives up.
     pub connect_timeout: Duration,
 }
 
@@ -69,7 +69,7 @@ impl Store {
         }
     }
 
-    /// The back end's name, for logs.
+    /// Returns the back end's name, for logs.
     pub fn backend_name(&self) -> &'static str {
         match self {
             Store::Postgres(_) => "postgres",
@@ -85,7 +85,7 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers a trivial query.
+    /// Checks that the database responds to a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Postgres(store) => store.ping().await,

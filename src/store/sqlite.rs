@@ -2,8 +2,8 @@
 //! thread pool.
 //!
 //! All writes go through one writer connection, so two writes never contend for SQLite's
-//! write lock inside the process and no request sees "database is locked"; reads use a few
-//! reader connections, which WAL lets run beside the writer. The busy timeout covers other
+//! write lock inside the process and no request fails with "database is locked". Reads use a
+//! few reader connections, which WAL lets run beside the writer. The busy timeout covers other
 //! processes on the same file, such as `peregrine migrate`.
 
 use std::panic::{self, AssertUnwindSafe};

@@ -1,8 +1,8 @@
 //! TLS to PostgreSQL with libpq's sslmode semantics, on rustls.
 //!
-//! `prefer` and `require` encrypt without checking who answers (unless `require` has a root
-//! certificate, which makes it `verify-ca`, as in libpq); `verify-ca` checks the chain;
-//! `verify-full` also checks that the certificate names the host.
+//! `prefer` and `require` encrypt without checking the server's certificate, unless `require`
+//! has a root certificate, which makes it `verify-ca` as in libpq. `verify-ca` checks the
+//! chain, and `verify-full` also checks that the certificate names the host.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -53,7 +53,7 @@ pub fn client_config(
     Ok(Some(config))
 }
 
-/// The tokio-postgres mode that matches `mode`: whether TLS is tried, and whether it is required.
+/// Maps `mode` to tokio-postgres's mode, which decides whether TLS is tried and required.
 pub fn postgres_ssl_mode(mode: SslMode) -> tokio_postgres::config::SslMode {
     match mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -99,8 +99,9 @@ fn webpki_verifier(
         .context("failed to build the certificate verifier")
 }
 
-/// Accepts any certificate, as libpq's `prefer` and `require` do; the handshake signatures are
-/// still checked, so the session is encrypted to whoever holds the certificate's key.
+/// A verifier that accepts any certificate, as libpq's `prefer` and `require` do. The handshake
+/// signatures are still checked, so the session is encrypted to the holder of the certificate's
+/// key.
 #[derive(Debug)]
 struct NoVerification(Arc<CryptoProvider>);
 

@@ -2,15 +2,14 @@
 //!
 //! tokio-postgres pipelines the queries of concurrent callers on one client: each query is
 //! written as soon as it is polled and the answers come back in order, so one connection
-//! carries many requests' reads without a checkout per request. PostgreSQL then parses and
-//! answers a stream of queries per backend, which costs it far less CPU per query than many
-//! mostly idle backends.
+//! carries many requests' reads without a checkout per request, and PostgreSQL serves a
+//! stream of queries on a few busy backends instead of one query at a time on many.
 //!
 //! Each client prepares its read statements once, on first use (after migrations have made
-//! the tables). When a connection breaks, its slot is
-//! emptied at once, requests go to the other slots (or to the pool when none is left), and a
-//! new connection is made with backoff; only the queries in flight on the broken connection
-//! fail, and reads retry those on the pool.
+//! the tables). When a connection breaks, its slot is emptied at once, requests go to the
+//! other slots (or to the pool when none is left), and a new connection is made with backoff.
+//! Only the queries in flight on the broken connection fail, and reads retry those on the
+//! pool.
 //!
 //! NOTE: pipelining has head-of-line blocking: a read that waits on a lock holds up every read
 //! queued behind it on the same connection, until the write timeout ends the requests. No
