@@ -1,5 +1,6 @@
-//! The binary's configuration: invalid settings stop the start with exit code 2 and a message
-//! naming the variable and value; secrets stay out of help and logs; `peregrine migrate`.
+//! The binary's configuration and subcommand. Invalid settings stop the start with exit code 2
+//! and a message naming the variable and value, secrets stay out of help and logs, and
+//! `peregrine migrate` prepares a database.
 
 use std::process::Output;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Bad input on both back ends: every case answers a problem with the right status, names the
-//! field or value, and writes nothing.
+//! Bad input on both back ends: every case gets a problem with the right status that names
+//! the field or value, and writes nothing.
 
 use std::time::{Duration, Instant};
 

@@ -70,7 +70,7 @@ pub struct Options {
 
 impl TestApp {
     /// Starts a server on `backend` with default settings, or returns `None` when the back end
-    /// is PostgreSQL and no server is available (the harness has said so once).
+    /// is PostgreSQL and no server is available (the harness prints that once).
     pub async fn spawn(backend: Backend) -> Option<TestApp> {
         TestApp::spawn_with(backend, Options::default()).await
     }
@@ -131,7 +131,7 @@ impl TestApp {
             .expect("send the request")
     }
 
-    /// Creates a user and returns its JSON, failing the test unless the answer is 201.
+    /// Creates a user and returns its JSON, failing the test unless the status is 201.
     pub async fn create_user(&self, name: &str, email: &str) -> serde_json::Value {
         let body = serde_json::json!({ "name": name, "email": email }).to_string();
         let response = self.post_json("/api/v1/users", &body).await;
@@ -253,7 +253,7 @@ impl Process {
         None
     }
 
-    /// The rest of the log, once the process has exited.
+    /// Reads the rest of the log, once the process has exited.
     pub fn remaining_log(&mut self) -> String {
         let mut log = String::new();
         for line in (&mut self.stdout).lines() {
@@ -273,7 +273,7 @@ impl Drop for Process {
     }
 }
 
-/// A command for the binary with a clean configuration: no inherited setting leaks in.
+/// Builds a command for the binary with a clean environment, so no inherited setting leaks in.
 pub fn binary(env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_peregrine"));
     command

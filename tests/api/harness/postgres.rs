@@ -70,7 +70,7 @@ impl Server {
         self.url_for(&name)
     }
 
-    /// A URL for database `name` on this server, with TLS off.
+    /// Returns a URL for database `name` on this server, with TLS off.
     pub fn url_for(&self, name: &str) -> String {
         let base = self.admin_url.split('?').next().unwrap_or_default();
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
@@ -78,7 +78,7 @@ impl Server {
     }
 
     /// Connects as the superuser to the maintenance database, retrying while a freshly
-    /// started cluster still answers "the database system is starting up".
+    /// started cluster still rejects clients with "the database system is starting up".
     pub async fn admin(&self) -> tokio_postgres::Client {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -166,7 +166,7 @@ fn start_cluster() -> Result<Server, String> {
     })
 }
 
-/// The newest `/usr/lib/postgresql/N/bin`, or the directory of `initdb` on the PATH.
+/// Finds the newest `/usr/lib/postgresql/N/bin`, or the directory of `initdb` on the PATH.
 fn find_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
