@@ -1,0 +1,88 @@
+"""Builds everything the benchmark runs and installs the load generators when missing."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .servers import HYPER_TARGET, REPO
+
+CARGO_BIN = Path.home() / ".cargo/bin"
+
+
+def step(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def run(command: list[str], **kwargs) -> None:
+    step("$ " + " ".join(command))
+    subprocess.run(command, check=True, **kwargs)
+
+
+def ensure_path() -> None:
+    """Put cargo's bin directory on PATH, where `cargo install` puts oha."""
+    if str(CARGO_BIN) not in os.environ.get("PATH", "").split(":"):
+        os.environ["PATH"] = f"{os.environ.get('PATH', '')}:{CARGO_BIN}"
+
+
+def install_tools() -> None:
+    ensure_path()
+    for tool in ("taskset", "psql", "runuser"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is missing: install util-linux and postgresql-client-15")
+    if shutil.which("wrk") is None:
+        step("installing wrk from Debian's packages")
+        run(["apt-get", "update", "-q"])
+        run(["apt-get", "install", "-q", "-y", "--no-install-recommends", "wrk"],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if shutil.which("oha") is None:
+        step("installing oha from crates.io (a few minutes)")
+        run(["cargo", "install", "--locked", "oha"])
+
+
+def build_peers() -> None:
+    step("building the peers with bench/peers/setup.sh")
+    run([str(REPO / "bench/peers/setup.sh")], stdin=subprocess.DEVNULL)
+
+
+def build_rust() -> None:
+    step("building peregrine (release, LTO)")
+    run(["cargo", "build", "--release"], cwd=REPO)
+    step("building the hyper baseline (release, LTO)")
+    run(["cargo", "build", "--release", "--locked"], cwd=REPO / "bench/hyper-baseline",
+        env={**os.environ, "CARGO_TARGET_DIR": str(HYPER_TARGET)})
+
+
+def binary_sizes(build_dir: Path) -> dict[str, int]:
+    """Return the sizes in bytes of the compiled servers, peregrine also stripped."""
+    peregrine = REPO / "target/release/peregrine"
+    stripped = build_dir / "peregrine.stripped"
+    subprocess.run(["strip", "-o", str(stripped), str(peregrine)], check=True)
+    return {
+        "peregrine": peregrine.stat().st_size,
+        "peregrine_stripped": stripped.stat().st_size,
+        "hyper": (HYPER_TARGET / "release/hyper-baseline").stat().st_size,
+        "go": (REPO / "bench/peers/build/go/gopeer").stat().st_size,
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    def first_line(command: list[str]) -> str:
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"unknown ({err})"
+        text = (result.stdout or result.stderr).strip()
+        return text.splitlines()[0] if text else "unknown"
+
+    return {
+        "rustc": first_line(["rustc", "--version"]),
+        "go": first_line(["/usr/lib/go-1.23/bin/go", "version"]),
+        "node": first_line(["node", "--version"]),
+        "python": first_line([str(REPO / "bench/peers/build/python/venv/bin/python"), "--version"]),
+        "java": first_line(["java", "-version"]),
+        "postgres": first_line(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "oha": first_line(["oha", "--version"]),
+    }

@@ -1,0 +1,325 @@
+"""The command line of bench/run and the order of its phases."""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import build, measure, report
+from .load import LoadFailed
+from .postgres import Cluster, prepare_schema
+from .servers import ALL_SCENARIOS, REPO, SERVERS, SERVERS_BY_NAME, ServerFailed
+
+BUILD_DIR = REPO / "bench/build"
+FULL_RESULTS_DIR = REPO / "bench/results"
+OPEN_FILES_LIMIT = 65536
+# 5,000 connections plus what a runtime opens itself (libraries, logs, database pool).
+MIN_OPEN_FILES = 6000
+# The fixed-rate oha runs use this share of the slowest server's median wrk throughput, so
+# that every server sustains the same rate.
+OHA_RATE_SHARE = 0.5
+OHA_SCENARIOS = ("hello", "db")
+FULL_CONNECTIONS = {"hello": 500, "db": 500, "stress": 5000}
+QUICK_CONNECTIONS = {"hello": 50, "db": 50, "stress": 200}
+# Seconds each measurement spends outside the load runs (start, checks, stop), an estimate
+# for the time left that is corrected by the measured pace as the run goes.
+OVERHEAD_ESTIMATE_SECONDS = 4
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run",
+        description="Build peregrine, the hyper baseline and the peers, run the load scenarios "
+                    "against each and write BENCHMARKS.md.")
+    parser.add_argument("--quick", action="store_true",
+                        help="check that every server builds, responds correctly and that the page "
+                             "is produced: short runs, fewer connections, one run; writes "
+                             "bench/build/quick/ and asserts no figures")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only this server or scenario; repeatable. Servers: "
+                             f"{', '.join(SERVERS_BY_NAME)}; scenarios: {', '.join(ALL_SCENARIOS)}. "
+                             "The page then goes to bench/build/partial/")
+    parser.add_argument("--runs", type=int, help="measured runs per server and scenario (default 3)")
+    parser.add_argument("--seconds", type=int, help="length of one wrk run in seconds (default 30)")
+    parser.add_argument("--pg-cpus", default="1",
+                        help="CPUs of the PostgreSQL cluster, in taskset's list syntax (default 1, "
+                             "the server's CPU)")
+    parser.add_argument("--no-build", action="store_true",
+                        help="skip the builds and installs, using what an earlier run built")
+    args = parser.parse_args(argv)
+
+    unknown = [name for name in args.only if name not in SERVERS_BY_NAME and name not in ALL_SCENARIOS]
+    if unknown:
+        parser.error(f"unknown --only value {', '.join(unknown)}: expected a server "
+                     f"({', '.join(SERVERS_BY_NAME)}) or a scenario ({', '.join(ALL_SCENARIOS)})")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    command = " ".join(["bench/run", *argv])
+    # SIGTERM unwinds like Ctrl-C, so that every finally block stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    raise_open_files_limit()
+    # The runner samples /proc beside wrk on CPU 0, away from the server on CPU 1.
+    os.sched_setaffinity(0, {0})
+
+    servers = [spec for spec in SERVERS if spec.name in args.only] or list(SERVERS)
+    scenarios = [name for name in ALL_SCENARIOS if name in args.only] or list(ALL_SCENARIOS)
+    if args.quick:
+        kind = "quick"
+    elif args.only:
+        kind = "partial"
+    else:
+        kind = "full"
+    out_dir = output_dir(kind)
+
+    build.ensure_path()
+    if not args.no_build:
+        build.install_tools()
+        build.build_peers()
+        build.build_rust()
+
+    cluster = None
+    database_url = os.environ.get("BENCH_DATABASE_URL")
+    started = time.monotonic()
+    try:
+        if database_url is None:
+            cluster = Cluster(args.pg_cpus)
+            cluster.start()
+            database_url = cluster.url()
+            build.step(f"PostgreSQL 15 runs on 127.0.0.1:{cluster.port}, CPUs {args.pg_cpus}")
+        prepare_schema(REPO / "target/release/peregrine", database_url)
+
+        settings = measure.Settings(
+            runs=args.runs or (1 if args.quick else 3),
+            seconds=args.seconds or (3 if args.quick else 30),
+            warmup_seconds=1 if args.quick else 5,
+            oha_seconds=3 if args.quick else 15,
+            connections=QUICK_CONNECTIONS if args.quick else FULL_CONNECTIONS,
+            oha_connections=QUICK_CONNECTIONS["db"] if args.quick else FULL_CONNECTIONS["db"],
+            server_cpus="1", load_cpus="0",
+            database_url=database_url, cluster=cluster,
+            results_dir=out_dir / "results" if kind != "full" else FULL_RESULTS_DIR,
+            logs_dir=BUILD_DIR / "logs",
+        )
+        binary_sizes = build.binary_sizes(BUILD_DIR)
+        results = run_phases(servers, scenarios, settings, quick=args.quick)
+        results["binary_sizes"] = binary_sizes
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+    results["meta"] = {
+        "kind": kind,
+        "command": command,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "elapsed_seconds": round(time.monotonic() - started),
+        "pg_cpus": args.pg_cpus if cluster is not None else "external (BENCH_DATABASE_URL)",
+        "server_cpus": settings.server_cpus,
+        "load_cpus": settings.load_cpus,
+        "runs": settings.runs,
+        "seconds": settings.seconds,
+        "warmup_seconds": settings.warmup_seconds,
+        "oha_seconds": settings.oha_seconds,
+        "oha_rate_share": OHA_RATE_SHARE,
+        "connections": settings.connections,
+        "machine": report.machine(),
+        "versions": build.tool_versions(),
+    }
+    (settings.results_dir / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    page = REPO / "BENCHMARKS.md" if kind == "full" else out_dir / "BENCHMARKS.md"
+    charts_dir = REPO / "bench/charts" if kind == "full" else out_dir / "charts"
+    report.write_page(results, page, charts_dir)
+    build.step(f"wrote {page.relative_to(REPO)} and the charts in {charts_dir.relative_to(REPO)}")
+
+    if results["failures"]:
+        build.step(f"{len(results['failures'])} failure(s):")
+        for failure in results["failures"]:
+            print(f"  {failure}")
+        return 1
+    return 0
+
+
+def raise_open_files_limit() -> None:
+    """Raise the open-file limit, which wrk and the servers inherit, because the stress
+    scenario keeps 5,000 connections open in each. Without CAP_SYS_RESOURCE the hard limit stays
+    and the soft limit rises to it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_LIMIT, OPEN_FILES_LIMIT))
+        return
+    except (ValueError, OSError):
+        pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < MIN_OPEN_FILES:
+        sys.exit(f"bench: the open-file hard limit is {hard}, below the {MIN_OPEN_FILES} the stress "
+                 "scenario needs: raise it (ulimit -Hn) or run as a user that may")
+
+
+def output_dir(kind: str) -> Path:
+    """Return where a run's page goes, emptied of an earlier run of the same kind. A full run
+    replaces bench/results, whose previous content moves under bench/build/."""
+    if kind == "full":
+        if FULL_RESULTS_DIR.exists():
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            shutil.move(FULL_RESULTS_DIR, BUILD_DIR / "previous-results" / stamp)
+        FULL_RESULTS_DIR.mkdir(parents=True)
+        return REPO
+    directory = BUILD_DIR / kind
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+class Progress:
+    """Prints one line per finished step with the estimated time left."""
+
+    def __init__(self, estimates: list[float]):
+        self.remaining = list(estimates)
+        self.total = len(estimates)
+        self.done = 0
+        self.estimated_done = 0.0
+        self.started = time.monotonic()
+
+    def finish(self, text: str) -> None:
+        self.done += 1
+        self.estimated_done += self.remaining.pop(0)
+        pace = (time.monotonic() - self.started) / self.estimated_done
+        left = sum(self.remaining) * pace
+        print(f"[{self.done:3}/{self.total}] {text} · about {left / 60:.0f} min left", flush=True)
+
+
+def run_phases(servers, scenarios, settings: measure.Settings, quick: bool) -> dict:
+    results = {"startup": [], "wrk": [], "oha": [], "placement": [], "failures": [], "oha_rates": {}}
+    broken: set[str] = set()
+    wrk_plan = [(run, scenario, spec) for run in range(1, settings.runs + 1)
+                for scenario in scenarios for spec in servers if scenario in spec.scenarios]
+    oha_plan = [(run, scenario, spec) for run, scenario, spec in wrk_plan if scenario in OHA_SCENARIOS]
+    starts = 2 if quick else 10
+    idle_seconds = 0.5 if quick else 2.0
+    results["startup_settings"] = {"starts": starts, "idle_seconds": idle_seconds}
+    wrk_estimate = settings.warmup_seconds + settings.seconds + OVERHEAD_ESTIMATE_SECONDS
+    oha_estimate = settings.warmup_seconds + settings.oha_seconds + OVERHEAD_ESTIMATE_SECONDS
+    progress = Progress([starts * (idle_seconds + 1.5)] * len(servers)
+                        + [wrk_estimate] * len(wrk_plan) + [oha_estimate] * len(oha_plan))
+
+    sqlite_url = f"sqlite://{BUILD_DIR / 'startup.db'}"
+    for spec in servers:
+        url = sqlite_url if spec.name == "peregrine" else measure.server_database_url(spec, settings.database_url)
+        try:
+            record = measure.measure_startup(spec, starts, idle_seconds, url, settings)
+            results["startup"].append(record)
+            progress.finish(f"start-up · {spec.name} · median {statistics.median(record['start_seconds']) * 1000:.0f} ms")
+        except ServerFailed as err:
+            fail(results, broken, spec.name, "start-up", err)
+            progress.finish(f"start-up · {spec.name} · FAILED")
+
+    for run, scenario, spec in wrk_plan:
+        label = f"wrk {scenario} · {spec.name} · run {run}/{settings.runs}"
+        if spec.name in broken:
+            progress.finish(f"{label} · skipped, the server failed before")
+            continue
+        try:
+            record = measure.measure_wrk(spec, scenario, run, settings)
+            results["wrk"].append(record)
+            check_responses(record)
+            progress.finish(f"{label} · {record['requests_per_second']:,.0f} req/s, "
+                            f"p99 {record['latency_p99_ms'] or 0:.1f} ms, errors {record['error_rate']:.2%}")
+        except (ServerFailed, LoadFailed) as err:
+            fail(results, broken, spec.name, scenario, err)
+            progress.finish(f"{label} · FAILED")
+
+    rates = oha_rates(results["wrk"], quick)
+    results["oha_rates"] = rates
+    for run, scenario, spec in oha_plan:
+        label = f"oha {scenario} at {rates.get(scenario, 0)} req/s · {spec.name} · run {run}/{settings.runs}"
+        if spec.name in broken or scenario not in rates:
+            progress.finish(f"{label} · skipped")
+            continue
+        try:
+            record = measure.measure_oha(spec, scenario, run, rates[scenario], settings)
+            results["oha"].append(record)
+            check_responses(record)
+            progress.finish(f"{label} · p99 {record['latency_p99_ms'] or 0:.1f} ms, "
+                            f"errors {record['error_rate']:.2%}")
+        except (ServerFailed, LoadFailed) as err:
+            fail(results, broken, spec.name, f"oha {scenario}", err)
+            progress.finish(f"{label} · FAILED")
+
+    if not quick:
+        results["placement"] = placement_check(servers, scenarios, settings, results, broken)
+    return results
+
+
+def check_responses(record: dict) -> None:
+    """Raise when a load run got no successful response at all: the server or the runner
+    is broken, whatever the load."""
+    successes = record["requests"] - record["errors"]
+    if successes <= 0:
+        raise LoadFailed(f"{record['tool']} got no successful response from {record['server']} "
+                         f"in {record['scenario']}: {record['errors']} errors")
+
+
+def fail(results: dict, broken: set[str], server: str, step: str, err: Exception) -> None:
+    broken.add(server)
+    message = f"{server} · {step}: {err}"
+    results["failures"].append(message)
+    print(f"bench: FAILED {message}", file=sys.stderr, flush=True)
+
+
+def oha_rates(wrk_records: list[dict], quick: bool) -> dict[str, int]:
+    """Return the fixed rate of each oha scenario: OHA_RATE_SHARE of the slowest server's
+    median wrk throughput, rounded down to two significant digits (50 in a quick run)."""
+    rates = {}
+    for scenario in OHA_SCENARIOS:
+        medians = []
+        for server in {record["server"] for record in wrk_records if record["scenario"] == scenario}:
+            values = [record["requests_per_second"] for record in wrk_records
+                      if record["scenario"] == scenario and record["server"] == server]
+            medians.append(statistics.median(values))
+        if medians:
+            rates[scenario] = 50 if quick else round_down(min(medians) * OHA_RATE_SHARE)
+    return rates
+
+
+def round_down(value: float) -> int:
+    digits = len(str(int(value)))
+    scale = 10 ** max(digits - 2, 0)
+    return max(int(value) // scale * scale, 1)
+
+
+def placement_check(servers, scenarios, settings: measure.Settings, results: dict,
+                    broken: set[str]) -> list[dict]:
+    """Measure the db scenario once with PostgreSQL unpinned, for Go and peregrine, so the
+    page can show what pinning PostgreSQL changes."""
+    cluster = settings.cluster
+    if cluster is None or "db" not in scenarios:
+        return []
+    pinned_cpus = cluster.cpus
+    records = []
+    try:
+        cluster.set_cpus("0-1")
+        for spec in servers:
+            if spec.name not in ("peregrine", "go") or spec.name in broken:
+                continue
+            try:
+                record = measure.measure_wrk(spec, "db", 1, settings, name=f"db-{spec.name}-pg-unpinned")
+            except (ServerFailed, LoadFailed) as err:
+                fail(results, broken, spec.name, "db with PostgreSQL unpinned", err)
+                continue
+            record["pg_cpus"] = "0-1"
+            records.append(record)
+            print(f"[placement] db · {spec.name} · PostgreSQL on CPUs 0-1 · "
+                  f"{record['requests_per_second']:,.0f} req/s", flush=True)
+    finally:
+        cluster.set_cpus(pinned_cpus)
+    return records

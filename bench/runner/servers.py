@@ -1,0 +1,189 @@
+"""The servers under test: how each is started, checked for readiness and stopped."""
+
+import http.client
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import procstat
+
+REPO = Path(__file__).resolve().parents[2]
+PEERS_BUILD = REPO / "bench/peers/build"
+HYPER_TARGET = REPO / "bench/build/hyper-baseline-target"
+
+STOP_TIMEOUT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    label: str
+    scenarios: tuple[str, ...]
+    # Builds the command line from the port and the database URL.
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    # The environment variable that takes the port.
+    port_variable: str = "PORT"
+    database_variable: str = "DATABASE_URL"
+
+
+ALL_SCENARIOS = ("hello", "db", "stress")
+
+SERVERS = (
+    ServerSpec(
+        name="peregrine",
+        label="peregrine (Rust)",
+        scenarios=ALL_SCENARIOS,
+        command=(str(REPO / "target/release/peregrine"),),
+        env={"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s"},
+        port_variable="SERVER_PORT",
+    ),
+    ServerSpec(
+        name="hyper",
+        label="hyper baseline (Rust)",
+        scenarios=("hello",),
+        command=(str(HYPER_TARGET / "release/hyper-baseline"),),
+    ),
+    ServerSpec(
+        name="go",
+        label="Go (chi + pgx)",
+        scenarios=ALL_SCENARIOS,
+        command=(str(PEERS_BUILD / "go/gopeer"),),
+    ),
+    ServerSpec(
+        name="node",
+        label="Node.js (Express + pg)",
+        scenarios=ALL_SCENARIOS,
+        command=("node", str(PEERS_BUILD / "node/server.js")),
+        env={"NODE_ENV": "production"},
+    ),
+    ServerSpec(
+        name="python",
+        label="Python (FastAPI + asyncpg)",
+        scenarios=ALL_SCENARIOS,
+        command=(str(PEERS_BUILD / "python/venv/bin/python"), str(PEERS_BUILD / "python/serve.py")),
+    ),
+    ServerSpec(
+        name="java",
+        label="Java (Jetty + HikariCP)",
+        scenarios=ALL_SCENARIOS,
+        command=("java", "-jar", str(PEERS_BUILD / "java/java-peer.jar")),
+    ),
+)
+
+SERVERS_BY_NAME = {spec.name: spec for spec in SERVERS}
+
+
+class ServerFailed(Exception):
+    """A server did not start, did not become ready or answered wrongly."""
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Send GET to 127.0.0.1:port and return the status, headers (lower-case names) and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, headers, response.read()
+    finally:
+        connection.close()
+
+
+class RunningServer:
+    """One started server process. Use it as a context manager so that it always stops."""
+
+    def __init__(self, spec: ServerSpec, port: int, database_url: str, log_path: Path, cpus: str):
+        self.spec = spec
+        self.port = port
+        self.database_url = database_url
+        self.log_path = log_path
+        self.cpus = cpus
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(self.spec.env)
+        env[self.spec.port_variable] = str(self.port)
+        env[self.spec.database_variable] = self.database_url
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.started_at = time.monotonic()
+            # taskset executes the server in its own place, so the PID is the server's.
+            # A new session keeps a Ctrl-C in the terminal from reaching the server before
+            # the runner stops it.
+            self.process = subprocess.Popen(
+                ["taskset", "-c", self.cpus, *self.spec.command],
+                env=env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout_seconds: float = 60.0, poll_seconds: float = 0.01) -> float:
+        """Wait for the first 200 on GET / and return the seconds since start."""
+        deadline = self.started_at + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailed(
+                    f"{self.spec.name} exited with status {self.process.returncode} before it "
+                    f"answered GET /; its log: {self.log_path}\n{self.log_tail()}"
+                )
+            try:
+                status, _, _ = http_get(self.port, "/", timeout=1.0)
+                if status == 200:
+                    return time.monotonic() - self.started_at
+            except OSError:
+                pass
+            time.sleep(poll_seconds)
+        raise ServerFailed(
+            f"{self.spec.name} did not answer 200 on GET / within {timeout_seconds:.0f} s; "
+            f"its log: {self.log_path}\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Send SIGTERM, wait for the process tree, and SIGKILL what is left, all by PID."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+
+        pids = procstat.tree_pids(self.pid)
+        self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and any(procstat.is_alive(pid) for pid in pids):
+            time.sleep(0.05)
+        try:
+            self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"bench: {self.spec.name} did not stop within {STOP_TIMEOUT_SECONDS} s; killing it")
+        for pid in pids:
+            if procstat.is_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> "RunningServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
