@@ -7,7 +7,7 @@
 //! processes on the same file, such as `peregrine migrate`.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use tokio::sync::Semaphore;
 use super::{PoolSettings, StoreError, migrations};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
-/// Reader connections; WAL readers do not block each other or the writer.
+/// Maximum reader connections, opened as reads need them; WAL readers do not block each other
+/// or the writer.
 const READERS: usize = 4;
 
 /// How long a statement waits for a lock held by another process before it fails.
@@ -35,18 +36,18 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file and its connections.
+    /// Opens (or creates) the database file with its writer connection. Reader connections
+    /// are opened on first use, which keeps the start fast.
     pub async fn open(path: &Path, limits: &PoolSettings) -> anyhow::Result<Self> {
         let path = path.to_owned();
         let acquire_timeout = limits.acquire_timeout;
         tokio::task::spawn_blocking(move || {
-            let writer = open_connection(&path, false)?;
-            let readers = (0..READERS)
-                .map(|_| open_connection(&path, true))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let writer = open_connection(&path, false).with_context(|| {
+                format!("failed to open the SQLite database {}", path.display())
+            })?;
             Ok(SqliteStore {
-                writer: Arc::new(ConnectionPool::new(vec![writer])),
-                readers: Arc::new(ConnectionPool::new(readers)),
+                writer: Arc::new(ConnectionPool::new(&path, false, 1, Some(writer))),
+                readers: Arc::new(ConnectionPool::new(&path, true, READERS, None)),
                 acquire_timeout,
             })
         })
@@ -201,23 +202,26 @@ impl SqliteStore {
     }
 }
 
-/// A fixed set of connections, each lent to one blocking task at a time.
+/// Up to `size` connections to one file, each lent to one blocking task at a time.
 ///
-/// Invariant: the semaphore has one permit per connection in `idle`, so a task that holds a
-/// permit always finds a connection to take.
+/// Invariant: the semaphore has `size` permits and every open connection not in `idle` is
+/// held by a permit holder, so a task with a permit finds an idle connection or may open one.
 struct ConnectionPool {
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     size: usize,
+    path: PathBuf,
+    read_only: bool,
 }
 
 impl ConnectionPool {
-    fn new(connections: Vec<Connection>) -> Self {
-        let size = connections.len();
+    fn new(path: &Path, read_only: bool, size: usize, first: Option<Connection>) -> Self {
         ConnectionPool {
-            idle: Mutex::new(connections),
+            idle: Mutex::new(first.into_iter().collect()),
             permits: Arc::new(Semaphore::new(size)),
             size,
+            path: path.to_owned(),
+            read_only,
         }
     }
 
@@ -249,7 +253,7 @@ impl ConnectionPool {
 
         let pool = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
-            let mut connection = pool.take();
+            let mut connection = pool.take()?;
             let result = panic::catch_unwind(AssertUnwindSafe(|| operation(&mut connection)));
             pool.give_back(connection);
             drop(permit);
@@ -261,12 +265,17 @@ impl ConnectionPool {
         }
     }
 
-    fn take(&self) -> Connection {
-        self.idle
+    /// Takes an idle connection, or opens one when none is idle.
+    fn take(&self) -> rusqlite::Result<Connection> {
+        let idle = self
+            .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-            .expect("a permit guarantees an idle connection")
+            .pop();
+        match idle {
+            Some(connection) => Ok(connection),
+            None => open_connection(&self.path, self.read_only),
+        }
     }
 
     fn give_back(&self, connection: Connection) {
@@ -289,18 +298,17 @@ impl ConnectionPool {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
-    let connection = Connection::open(path)
-        .with_context(|| format!("failed to open the SQLite database {}", path.display()))?;
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
-    connection
-        .pragma_update(None, "journal_mode", "WAL")
-        .context("failed to switch SQLite to WAL mode")?;
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
     if read_only {
+        // WAL mode is a property of the file, set by the writer, which opens first.
         connection.pragma_update(None, "query_only", "ON")?;
+    } else {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
     }
+    connection.pragma_update(None, "foreign_keys", "ON")?;
     Ok(connection)
 }
 
