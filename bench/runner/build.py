@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import HYPER_TARGET, REPO
+from .servers import HYPER_TARGET, PEREGRINE_BINARY, PEREGRINE_SOURCE, REPO
 
 CARGO_BIN = Path.home() / ".cargo/bin"
 
@@ -46,9 +46,38 @@ def build_peers() -> None:
     run([str(REPO / "bench/peers/setup.sh")], stdin=subprocess.DEVNULL)
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def peregrine_commit() -> dict:
+    """Return the commit peregrine is built from and whether the work tree differs from it."""
+    changed = git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock", "build.rs")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "work_tree_changed": bool(changed)}
+
+
+def export_head() -> None:
+    """Export the committed HEAD to PEREGRINE_SOURCE, unless it is there already. Exporting
+    only on a new commit keeps the files' times, so cargo rebuilds only what changed."""
+    commit = git("rev-parse", "HEAD")
+    stamp = PEREGRINE_SOURCE / ".commit"
+    if stamp.exists() and stamp.read_text() == commit:
+        return
+    shutil.rmtree(PEREGRINE_SOURCE, ignore_errors=True)
+    PEREGRINE_SOURCE.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(PEREGRINE_SOURCE)], input=archive, check=True)
+    stamp.write_text(commit)
+
+
 def build_rust() -> None:
-    step("building peregrine (release, LTO)")
-    run(["cargo", "build", "--release"], cwd=REPO)
+    step(f"building peregrine {git('rev-parse', '--short', 'HEAD')} (the committed HEAD; "
+         "release, LTO)")
+    export_head()
+    run(["cargo", "build", "--release", "--locked"], cwd=PEREGRINE_SOURCE,
+        env={**os.environ, "CARGO_TARGET_DIR": str(PEREGRINE_BINARY.parents[1])})
     step("building the hyper baseline (release, LTO)")
     run(["cargo", "build", "--release", "--locked"], cwd=REPO / "bench/hyper-baseline",
         env={**os.environ, "CARGO_TARGET_DIR": str(HYPER_TARGET)})
@@ -56,7 +85,7 @@ def build_rust() -> None:
 
 def binary_sizes(build_dir: Path) -> dict[str, int]:
     """Return the sizes in bytes of the compiled servers, peregrine also stripped."""
-    peregrine = REPO / "target/release/peregrine"
+    peregrine = PEREGRINE_BINARY
     stripped = build_dir / "peregrine.stripped"
     subprocess.run(["strip", "-o", str(stripped), str(peregrine)], check=True)
     return {

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import build, measure, report
 from .load import LoadFailed
 from .postgres import Cluster, prepare_schema
-from .servers import ALL_SCENARIOS, REPO, SERVERS, SERVERS_BY_NAME, ServerFailed
+from .servers import ALL_SCENARIOS, PEREGRINE_BINARY, REPO, SERVERS, SERVERS_BY_NAME, ServerFailed
 
 BUILD_DIR = REPO / "bench/build"
 FULL_RESULTS_DIR = REPO / "bench/results"
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
             cluster.start()
             database_url = cluster.url()
             build.step(f"PostgreSQL 15 runs on 127.0.0.1:{cluster.port}, CPUs {args.pg_cpus}")
-        prepare_schema(REPO / "target/release/peregrine", database_url)
+        prepare_schema(PEREGRINE_BINARY, database_url)
 
         settings = measure.Settings(
             runs=args.runs or (1 if args.quick else 3),
@@ -133,6 +133,7 @@ def main(argv: list[str]) -> int:
         "connections": settings.connections,
         "machine": report.machine(),
         "versions": build.tool_versions(),
+        "peregrine": build.peregrine_commit(),
     }
     (settings.results_dir / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
 

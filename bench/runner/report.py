@@ -202,6 +202,9 @@ def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Pat
         "",
         f"- Date: {meta['date']}; the run took {meta['elapsed_seconds'] / 60:.0f} minutes.",
         f"- Command: `{meta['command']}`",
+        f"- peregrine: commit {meta['peregrine']['commit']}, built by the runner from the committed tree"
+        + (" (the work tree had uncommitted changes to peregrine, which were not measured)."
+           if meta["peregrine"]["work_tree_changed"] else "."),
         f"- Machine: {machine_info['cpu_model']}, {machine_info['cores']} cores, "
         f"{machine_info['memory_gib']} GiB of memory, Linux {machine_info['kernel']}.",
         "- The machine is shared: other engineers compiled and ran tests on it during the run, so",

@@ -13,6 +13,10 @@ from . import procstat
 REPO = Path(__file__).resolve().parents[2]
 PEERS_BUILD = REPO / "bench/peers/build"
 HYPER_TARGET = REPO / "bench/build/hyper-baseline-target"
+# peregrine is built from the committed HEAD, exported here, so that the measured binary is
+# a known commit even while others edit the work tree.
+PEREGRINE_SOURCE = REPO / "bench/build/peregrine-source"
+PEREGRINE_BINARY = REPO / "bench/build/peregrine-target/release/peregrine"
 
 STOP_TIMEOUT_SECONDS = 15
 
@@ -37,7 +41,7 @@ SERVERS = (
         name="peregrine",
         label="peregrine (Rust)",
         scenarios=ALL_SCENARIOS,
-        command=(str(REPO / "target/release/peregrine"),),
+        command=(str(PEREGRINE_BINARY),),
         env={"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s"},
         port_variable="SERVER_PORT",
     ),
