@@ -1,5 +1,6 @@
 """Builds everything the benchmark runs and installs the load generators when missing."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,30 +53,33 @@ def git(*args: str) -> str:
 
 
 def peregrine_commit() -> dict:
-    """Return the commit peregrine is built from and whether the work tree differs from it."""
-    changed = git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock", "build.rs")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "work_tree_changed": bool(changed)}
-
-
-def export_head() -> None:
-    """Export the committed HEAD to PEREGRINE_SOURCE, unless it is there already. Exporting
-    only on a new commit keeps the files' times, so cargo rebuilds only what changed."""
-    commit = git("rev-parse", "HEAD")
+    """Return the commit peregrine was last built from, and whether the work tree then had
+    uncommitted changes to it, which the build left out."""
     stamp = PEREGRINE_SOURCE / ".commit"
-    if stamp.exists() and stamp.read_text() == commit:
-        return
-    shutil.rmtree(PEREGRINE_SOURCE, ignore_errors=True)
-    PEREGRINE_SOURCE.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(PEREGRINE_SOURCE)], input=archive, check=True)
-    stamp.write_text(commit)
+    built = json.loads(stamp.read_text()) if stamp.exists() else {}
+    return {"commit": built.get("commit", "unknown")[:12],
+            "work_tree_changed": built.get("work_tree_changed", False)}
+
+
+def export_head() -> str:
+    """Export the committed HEAD to PEREGRINE_SOURCE and return its hash. Exporting only on
+    a new commit keeps the files' times, so cargo rebuilds only what changed."""
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock", "build.rs")
+    stamp = PEREGRINE_SOURCE / ".commit"
+    if not (stamp.exists() and json.loads(stamp.read_text())["commit"] == commit):
+        shutil.rmtree(PEREGRINE_SOURCE, ignore_errors=True)
+        PEREGRINE_SOURCE.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(PEREGRINE_SOURCE)], input=archive, check=True)
+    stamp.write_text(json.dumps({"commit": commit, "work_tree_changed": bool(changed)}))
+    return commit
 
 
 def build_rust() -> None:
-    step(f"building peregrine {git('rev-parse', '--short', 'HEAD')} (the committed HEAD; "
-         "release, LTO)")
-    export_head()
+    commit = export_head()
+    step(f"building peregrine {commit[:12]}, the committed HEAD (release, LTO)")
     run(["cargo", "build", "--release", "--locked"], cwd=PEREGRINE_SOURCE,
         env={**os.environ, "CARGO_TARGET_DIR": str(PEREGRINE_BINARY.parents[1])})
     step("building the hyper baseline (release, LTO)")

@@ -36,10 +36,6 @@ class LoadFailed(Exception):
     """The load generator failed or printed no summary."""
 
 
-def scenario_path(scenario: str) -> str:
-    return "/" if scenario == "hello" else "/api/v1/users/"
-
-
 def run_wrk(port: int, scenario: str, connections: int, seconds: int, cpus: str,
             raw_path: Path | None) -> LoadResult:
     script = LUA_DIR / ("hello.lua" if scenario == "hello" else "users.lua")
