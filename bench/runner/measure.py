@@ -2,6 +2,7 @@
 time and memory, stop it."""
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +67,15 @@ def measure_wrk(spec: ServerSpec, scenario: str, run: int, settings: Settings,
                                   raw_path=settings.results_dir / "raw" / f"{name}.wrk.txt")
         cpu_after = procstat.tree_cpu_seconds(server.pid)
         pg_after = pg_cpu_seconds(settings)
+        # The 1-minute load average at the end of the run shows how busy the shared machine
+        # was, this run's own server and wrk included.
+        load_average = os.getloadavg()[0]
     finally:
         server.stop()
 
     record = {
         "tool": "wrk",
+        "load_average_1m": load_average,
         "server": spec.name,
         "scenario": scenario,
         "run": run,

@@ -186,6 +186,14 @@ def write_page(results: dict, page: Path, charts_dir: Path) -> None:
     page.write_text("\n".join(page_lines(results, meta, charts, page.parent)) + "\n")
 
 
+def load_average_sentence(results: dict) -> str:
+    values = [r["load_average_1m"] for r in results["wrk"] if r.get("load_average_1m") is not None]
+    if not values:
+        return ""
+    return (f" The 1-minute load average at the end of the wrk runs was {min(values):.1f} to "
+            f"{max(values):.1f}, of which the server under test and wrk make about 2.")
+
+
 def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Path) -> list[str]:
     machine_info = meta["machine"]
     connections = meta["connections"]
@@ -209,7 +217,7 @@ def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Pat
         f"{machine_info['memory_gib']} GiB of memory, Linux {machine_info['kernel']}.",
         "- The machine is shared: other engineers compiled and ran tests on it during the run, so",
         "  the figures carry noise that repeated runs reduce but do not remove. The min–max range",
-        "  beside each throughput shows the spread.",
+        "  beside each throughput shows the spread." + load_average_sentence(results),
         f"- Each figure is the median of {runs} of {meta['seconds']} s, taken column by "
         "column, after",
         f"  {meta['warmup_seconds']} s of unmeasured warm-up load on a freshly started server. The runs "
