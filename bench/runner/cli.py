@@ -182,20 +182,30 @@ def output_dir(kind: str) -> Path:
 
 
 class Progress:
-    """Prints one line per finished step with the estimated time left."""
+    """Prints one line per finished step with the estimated time left. Each step has a kind
+    and an estimate in seconds. The time left scales each kind's estimates by how long the
+    finished steps of that kind took, so the estimate improves as the run goes."""
 
-    def __init__(self, estimates: list[float]):
-        self.remaining = list(estimates)
-        self.total = len(estimates)
+    def __init__(self, steps: list[tuple[str, float]]):
+        self.remaining = list(steps)
+        self.total = len(steps)
         self.done = 0
-        self.estimated_done = 0.0
-        self.started = time.monotonic()
+        self.estimated = {}
+        self.actual = {}
+        self.last = time.monotonic()
 
     def finish(self, text: str) -> None:
+        now = time.monotonic()
+        kind, estimate = self.remaining.pop(0)
         self.done += 1
-        self.estimated_done += self.remaining.pop(0)
-        pace = (time.monotonic() - self.started) / self.estimated_done
-        left = sum(self.remaining) * pace
+        self.estimated[kind] = self.estimated.get(kind, 0.0) + estimate
+        self.actual[kind] = self.actual.get(kind, 0.0) + now - self.last
+        self.last = now
+
+        left = 0.0
+        for kind, estimate in self.remaining:
+            pace = self.actual[kind] / self.estimated[kind] if self.estimated.get(kind) else 1.0
+            left += estimate * pace
         print(f"[{self.done:3}/{self.total}] {text} · about {left / 60:.0f} min left", flush=True)
 
 
@@ -210,8 +220,9 @@ def run_phases(servers, scenarios, settings: measure.Settings, quick: bool) -> d
     results["startup_settings"] = {"starts": starts, "idle_seconds": idle_seconds}
     wrk_estimate = settings.warmup_seconds + settings.seconds + OVERHEAD_ESTIMATE_SECONDS
     oha_estimate = settings.warmup_seconds + settings.oha_seconds + OVERHEAD_ESTIMATE_SECONDS
-    progress = Progress([starts * (idle_seconds + 1.5)] * len(servers)
-                        + [wrk_estimate] * len(wrk_plan) + [oha_estimate] * len(oha_plan))
+    progress = Progress([("start-up", starts * (idle_seconds + 1.5))] * len(servers)
+                        + [("wrk", wrk_estimate)] * len(wrk_plan)
+                        + [("oha", oha_estimate)] * len(oha_plan))
 
     sqlite_url = f"sqlite://{BUILD_DIR / 'startup.db'}"
     for spec in servers:
