@@ -58,6 +58,29 @@ pub struct Config {
           default_value = "120s", value_parser = parse_duration)]
     pub server_idle_timeout: Duration,
 
+    /// Address of the metrics listener, which serves /metrics to Prometheus.
+    #[arg(
+        long,
+        env = "METRICS_ADDR",
+        value_name = "METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_addr: SocketAddr,
+
+    /// Address of the profiling listener (/debug/pprof/profile); keep it on loopback.
+    #[arg(
+        long,
+        env = "ADMIN_ADDR",
+        value_name = "ADMIN_ADDR",
+        default_value = "127.0.0.1:6060"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// Maximum API requests in flight in this replica; more are rejected at once with 503.
+    #[arg(long, env = "MAX_IN_FLIGHT", value_name = "MAX_IN_FLIGHT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
     /// Largest request body accepted, in bytes or with a KiB or MiB suffix.
     #[arg(long, env = "BODY_LIMIT", value_name = "BODY_LIMIT", default_value = "64KiB",
           value_parser = parse_byte_size)]
@@ -202,7 +225,20 @@ pub struct ConfigError {
 impl Config {
     /// Checks what clap cannot check alone: the database settings taken together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.database().map(|_| ())
+        if let DatabaseConfig::Postgres(settings) = self.database()? {
+            let verifies = matches!(settings.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull);
+            if verifies && settings.ssl_root_cert.is_none() {
+                return Err(ConfigError {
+                    variable: "DB_SSLROOTCERT",
+                    reason:
+                        "is missing, and DB_SSLMODE (or sslmode= in DATABASE_URL) is verify-ca \
+                             or verify-full, which needs the PEM file of the authority that signed \
+                             the server's certificate"
+                            .to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Returns the public listener's address.

@@ -3,9 +3,11 @@
 //! The binary is a thin wrapper around [`serve`] and [`migrate`]; tests start the same
 //! server through [`server::Application`] on an ephemeral port.
 
+pub mod admin;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod middleware;
 pub mod server;
 pub mod shutdown;
@@ -13,6 +15,7 @@ pub mod store;
 pub mod telemetry;
 
 use std::future::Future;
+use std::time::Duration;
 
 use config::Config;
 use server::Application;
@@ -35,13 +38,14 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
         read_clients: 0,
         ..config.pool_settings()
     };
-    let store = store::Store::connect(&database, &pool).await?;
+    let store =
+        store::Store::connect(&database, &pool, metrics::Metrics::new().store.clone()).await?;
     let applied = store.migrate().await?;
     tracing::info!(
         applied,
         backend = store.backend_name(),
         "migrations applied"
     );
-    store.close().await;
+    store.close(Duration::ZERO).await;
     Ok(())
 }

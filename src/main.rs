@@ -1,9 +1,13 @@
 //! The `peregrine` binary: parses the configuration, sets up logging and runs the command.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use peregrine::config::{Command, Config};
+
+/// Time blocking tasks get to finish once the server has stopped.
+const EXIT_GRACE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -32,6 +36,9 @@ fn main() -> ExitCode {
             None => peregrine::serve(config, peregrine::shutdown::signal()).await,
         }
     });
+    // The server has already given in-flight work its SHUTDOWN_TIMEOUT; a blocking task still
+    // running (a SQLite write, which is atomic either way) must not hold the exit up.
+    runtime.shutdown_timeout(EXIT_GRACE);
 
     match result {
         Ok(()) => ExitCode::SUCCESS,

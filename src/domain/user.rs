@@ -122,9 +122,12 @@ impl Email {
     /// Maximum length of an address that fits in an SMTP forward path (RFC 5321, section 4.5.3.1.3).
     pub const MAX_BYTES: usize = 254;
 
-    /// Trims `text` and checks it is a plain address (no display name) with a dotted domain.
+    /// Normalizes `text` to NFC, trims it and checks it is a plain address (no display name)
+    /// with a dotted domain. NFC makes the composed and decomposed spellings of one address
+    /// equal, as case folding makes `A` and `a` equal.
     pub fn parse(text: &str) -> Result<Self, EmailError> {
-        let trimmed = text.trim();
+        let normalized: String = text.nfc().collect();
+        let trimmed = normalized.trim();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
@@ -141,7 +144,7 @@ impl Email {
             ..Options::default()
         };
         EmailAddress::parse_with_options(trimmed, options)
-            .map_err(|err| EmailError::Invalid(err.to_string()))?;
+            .map_err(|err| EmailError::Invalid(lowercase_sentence(&err.to_string())))?;
         Ok(Email {
             address: trimmed.to_owned(),
             lowercase: trimmed.to_lowercase(),
@@ -156,6 +159,17 @@ impl Email {
     /// to one user.
     pub fn lowercase(&self) -> &str {
         &self.lowercase
+    }
+}
+
+/// Turns the `email_address` crate's messages ("Missing separator character '@'.") into the
+/// lowercase clause the rest of the service's messages use.
+fn lowercase_sentence(message: &str) -> String {
+    let trimmed = message.trim().trim_end_matches('.');
+    let mut characters = trimmed.chars();
+    match characters.next() {
+        Some(first) => first.to_lowercase().chain(characters).collect(),
+        None => String::new(),
     }
 }
 
@@ -268,6 +282,22 @@ mod tests {
         ] {
             assert!(Email::parse(text).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn email_is_nfc_normalized() {
+        let decomposed = Email::parse("u\u{0308}@exa\u{0308}mple.com").unwrap();
+        let composed = Email::parse("\u{00FC}@ex\u{00E4}mple.com").unwrap();
+        assert_eq!(decomposed.lowercase(), composed.lowercase());
+    }
+
+    #[test]
+    fn email_messages_read_as_clauses() {
+        let Err(EmailError::Invalid(message)) = Email::parse("plain") else {
+            panic!("invalid")
+        };
+        assert!(message.starts_with(char::is_lowercase), "{message}");
+        assert!(!message.ends_with('.'), "{message}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json(request.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
+            let sent = request.headers().get(header::CONTENT_TYPE);
+            let shown = sent.map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            return Err(ApiError::UnsupportedMediaType(shown));
         }
         let limit = state.body_limit;
         let declared = request
@@ -35,6 +37,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
 
         let bytes = read_body(request.into_body(), limit).await?;
+        // RFC 8259 lets a parser ignore a byte order mark, and some clients send one.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
         // serde reads a struct from a JSON array too, by position; every body here is an object.
         if bytes
             .iter()
@@ -45,7 +49,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "invalid JSON body: expected a JSON object".to_owned(),
             ));
         }
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(bytes)
             .map(JsonBody)
             .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
     }
@@ -93,7 +97,11 @@ impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
         };
         let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| invalid(parts.uri.path(), &rejection.body_text()))?;
+            .map_err(|_| {
+                // The segment is not UTF-8 once percent-decoded, so show it as sent.
+                let raw = parts.uri.path().rsplit('/').next().unwrap_or_default();
+                invalid(raw, &"must be a positive integer")
+            })?;
         UserId::parse(&text)
             .map(UserIdPath)
             .map_err(|err| invalid(&text, &err))

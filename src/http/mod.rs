@@ -12,7 +12,9 @@ use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::metrics::HttpMetrics;
 use crate::middleware;
+use crate::middleware::load_shed::InFlightLimit;
 use crate::shutdown::Readiness;
 use crate::store::Store;
 use problem::ApiError;
@@ -27,34 +29,66 @@ pub struct AppState {
     pub body_limit: usize,
 }
 
+/// Settings and shared state of the middleware stack.
+#[derive(Clone)]
+pub struct MiddlewareConfig {
+    /// Maximum time a handler may run.
+    pub write_timeout: Duration,
+    pub metrics: HttpMetrics,
+    /// The limit on requests in flight, applied to the API routes but not to the probes.
+    pub in_flight: InFlightLimit,
+}
+
 /// Builds the route table with its middleware, with `extra` routes added to the API.
 ///
 /// `GET /` is the bare baseline the benchmarks measure, so it sits outside the middleware.
 /// Every other route, `extra` included, and the fallback for unknown paths run through the
-/// full stack.
-pub fn router(state: AppState, write_timeout: Duration, extra: Router<AppState>) -> Router {
-    let api = extra
+/// full stack. Load shedding guards the API only, so probes answer under any load.
+pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>) -> Router {
+    let probes = Router::new()
         .route("/livez", get(probes::live))
         .route("/health", get(probes::live))
         .route("/readyz", get(probes::ready))
+        .with_state(state.clone());
+    let api = extra
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(
             "/api/v1/users/{id}",
             get(users::get).patch(users::update).delete(users::delete),
         )
         .fallback(|| async { ApiError::RouteNotFound })
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(middleware::request_id::assign))
-                .layer(middleware::access_log::layer())
-                .layer(axum::middleware::from_fn(middleware::problem::render))
-                .layer(CatchPanicLayer::custom(middleware::problem::from_panic))
-                .layer(axum::middleware::from_fn_with_state(
-                    write_timeout,
-                    middleware::timeout::limit,
-                )),
-        );
+        .with_state(state);
 
-    Router::new().route("/", get(probes::hello)).merge(api)
+    Router::new()
+        .route("/", get(probes::hello))
+        .merge(with_middleware(probes, &config, false))
+        .merge(with_middleware(api, &config, true))
+}
+
+/// Wraps `routes` in the middleware stack, outermost first: request id, access log, problem
+/// rendering, metrics, load shedding (when `shed`), panic recovery, timeout.
+fn with_middleware(routes: Router, config: &MiddlewareConfig, shed: bool) -> Router {
+    let inner = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(middleware::problem::from_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            config.write_timeout,
+            middleware::timeout::limit,
+        ));
+    let mut routes = routes.layer(inner);
+    if shed {
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            config.in_flight.clone(),
+            middleware::load_shed::limit,
+        ));
+    }
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(middleware::request_id::assign))
+            .layer(middleware::access_log::layer())
+            .layer(axum::middleware::from_fn(middleware::problem::render))
+            .layer(axum::middleware::from_fn_with_state(
+                config.metrics.clone(),
+                middleware::metrics::record,
+            )),
+    )
 }

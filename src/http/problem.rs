@@ -33,8 +33,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A malformed request: bad JSON, a bad path or query parameter, described in the detail.
     BadRequest(String),
-    /// A body without `Content-Type: application/json`.
-    UnsupportedMediaType,
+    /// A body without `Content-Type: application/json`; the content type sent, if any.
+    UnsupportedMediaType(Option<String>),
     /// A body larger than the limit, in bytes.
     PayloadTooLarge { limit: usize },
     /// Well-formed JSON whose fields fail validation.
@@ -47,6 +47,8 @@ pub enum ApiError {
     Timeout,
     /// The server is draining before it stops.
     ShuttingDown,
+    /// Too many requests in flight: the request was shed without being handled.
+    Overloaded,
     /// A bug: the cause goes to the log, the client gets a generic body.
     Internal(String),
 }
@@ -57,7 +59,8 @@ pub enum ApiError {
 pub struct Problem {
     pub status: StatusCode,
     pub body_prefix: Cow<'static, str>,
-    /// The cause inside the server, for the log. It is never sent to the client.
+    /// What the access log records about the error: the cause of a server error, which is
+    /// never sent to the client, or the detail of a client error.
     pub cause: Option<String>,
 }
 
@@ -150,6 +153,13 @@ fixed_problem!(
     "the request did not complete within the server's time limit; retry later"
 );
 fixed_problem!(
+    OVERLOADED,
+    StatusCode::SERVICE_UNAVAILABLE,
+    "overloaded",
+    "Service Unavailable",
+    "the server is handling as many requests as it can; retry later"
+);
+fixed_problem!(
     SHUTTING_DOWN,
     StatusCode::SERVICE_UNAVAILABLE,
     "shutting-down",
@@ -172,6 +182,7 @@ pub fn render_fixed_problems() {
         &UNSUPPORTED_MEDIA_TYPE,
         &TIMEOUT,
         &SHUTTING_DOWN,
+        &OVERLOADED,
         &INTERNAL,
     ] {
         LazyLock::force(problem);
@@ -189,7 +200,7 @@ impl ApiError {
         let dynamic = |status, kind: &str, title: &str, detail: &str, errors| Problem {
             status,
             body_prefix: Cow::Owned(render(status, kind, title, detail, errors)),
-            cause: None,
+            cause: Some(detail.to_owned()),
         };
         match self {
             ApiError::NotFound(detail) => dynamic(
@@ -210,9 +221,18 @@ impl ApiError {
                 detail,
                 None,
             ),
-            ApiError::UnsupportedMediaType => fixed(
+            ApiError::UnsupportedMediaType(None) => fixed(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 &UNSUPPORTED_MEDIA_TYPE,
+                None,
+            ),
+            ApiError::UnsupportedMediaType(Some(sent)) => dynamic(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "/problems/unsupported-media-type",
+                "Unsupported Media Type",
+                &format!(
+                    "the request body must be sent with Content-Type: application/json, not {sent:?}"
+                ),
                 None,
             ),
             ApiError::PayloadTooLarge { limit } => dynamic(
@@ -251,6 +271,7 @@ impl ApiError {
             },
             ApiError::Timeout => fixed(StatusCode::SERVICE_UNAVAILABLE, &TIMEOUT, None),
             ApiError::ShuttingDown => fixed(StatusCode::SERVICE_UNAVAILABLE, &SHUTTING_DOWN, None),
+            ApiError::Overloaded => fixed(StatusCode::SERVICE_UNAVAILABLE, &OVERLOADED, None),
             ApiError::Internal(cause) => {
                 fixed(StatusCode::INTERNAL_SERVER_ERROR, &INTERNAL, Some(cause))
             }

@@ -115,10 +115,15 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateUserBody>,
 ) -> Result<Json<User>, ApiError> {
     if body.name.is_none() && body.email.is_none() {
-        return Err(ApiError::Validation(vec![FieldError {
-            field: "name",
-            message: "at least one of name and email is required".to_owned(),
-        }]));
+        let message = "at least one of name and email is required";
+        return Err(ApiError::Validation(
+            ["name", "email"]
+                .map(|field| FieldError {
+                    field,
+                    message: message.to_owned(),
+                })
+                .to_vec(),
+        ));
     }
     let mut errors = Vec::new();
     let name = optional(&mut errors, "name", body.name, UserName::parse);

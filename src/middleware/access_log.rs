@@ -59,10 +59,23 @@ fn request_span(request: &Request<Body>) -> Span {
     )
 }
 
+/// The cause or detail of an error response, put in the response's extensions for the access
+/// log, so that one line per request carries it.
+#[derive(Debug, Clone)]
+pub struct LoggedError(pub String);
+
+/// Logs the response: at ERROR for a server bug (500), at WARN for other server errors and
+/// at INFO otherwise, with the error's cause or detail when there is one.
 fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        "request completed"
-    );
+    let status = response.status().as_u16();
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let error = response
+        .extensions()
+        .get::<LoggedError>()
+        .map(|logged| logged.0.as_str());
+    match status {
+        500 => tracing::error!(status, latency_us, error, "request failed"),
+        501.. => tracing::warn!(status, latency_us, error, "request failed"),
+        _ => tracing::info!(status, latency_us, error, "request completed"),
+    }
 }

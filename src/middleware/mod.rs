@@ -1,8 +1,10 @@
 //! Cross-cutting layers of the request path, one file each. The route table in
 //! [`crate::http`] stacks them in this order, outermost first: request id, access log,
-//! problem rendering, panic recovery, timeout.
+//! problem rendering, metrics, load shedding (API routes only), panic recovery, timeout.
 
 pub mod access_log;
+pub mod load_shed;
+pub mod metrics;
 pub mod problem;
 pub mod request_id;
 pub mod timeout;

@@ -1,4 +1,5 @@
-//! Renders problem+json bodies with the request id, and logs the cause of server errors.
+//! Renders problem+json bodies with the request id, and hands the error's cause or detail to
+//! the access log.
 //!
 //! Handlers and inner layers return responses that carry a [`Problem`] in their extensions and
 //! an empty body; this layer writes the body. An error status that arrives with an empty body
@@ -12,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::access_log::LoggedError;
 use super::request_id::RequestId;
 use crate::http::problem::{ApiError, Problem};
 
@@ -33,9 +35,8 @@ pub async fn render(request: Request, next: Next) -> Response {
     };
 
     let request_id = request_id.as_ref().map_or("", RequestId::as_str);
-    if status.is_server_error() {
-        let cause = problem.cause.as_deref().unwrap_or("none recorded");
-        tracing::error!(status = status.as_u16(), error = cause, "request failed");
+    if let Some(cause) = &problem.cause {
+        parts.extensions.insert(LoggedError(cause.clone()));
     }
     parts
         .headers

@@ -23,8 +23,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use crate::admin;
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, MiddlewareConfig};
+use crate::metrics::{Metrics, ShedLabels};
+use crate::middleware::load_shed::InFlightLimit;
 use crate::shutdown::Readiness;
 use crate::store::Store;
 use connection::{ConnectionActivity, DeadlineStream};
@@ -32,14 +35,25 @@ use connection::{ConnectionActivity, DeadlineStream};
 /// Pause after a failed accept (out of file descriptors, for one), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Time the metrics and profiling listeners get to finish their requests at the end.
+const SIDE_LISTENER_GRACE: Duration = Duration::from_secs(1);
+
 /// A server that is bound and connected to its database, ready to run.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    side_listeners: Vec<SideListener>,
     store: Store,
     readiness: Readiness,
     timeouts: Timeouts,
+}
+
+/// A listener beside the public one, served with plain axum until the server has stopped.
+struct SideListener {
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
 }
 
 #[derive(Clone, Copy)]
@@ -63,20 +77,39 @@ impl Application {
         config: Config,
         routes: Router<AppState>,
     ) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
         let database = config.database()?;
-        let store = Store::connect(&database, &config.pool_settings()).await?;
+        let store =
+            Store::connect(&database, &config.pool_settings(), metrics.store.clone()).await?;
         if config.db_migrate {
             let applied = store
                 .migrate()
                 .await
                 .context("failed to apply migrations")?;
             tracing::info!(applied, "database schema up to date");
+        } else {
+            let pending = store.pending_migrations().await?;
+            if pending > 0 {
+                anyhow::bail!(
+                    "the database lacks {pending} migration(s) and DB_MIGRATE is false; \
+                     run `peregrine migrate` first, or start with DB_MIGRATE=true"
+                );
+            }
         }
 
-        let address = config.server_addr();
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("failed to listen on {address} (SERVER_HOST, SERVER_PORT)"))?;
+        let listener = bind(config.server_addr(), "SERVER_HOST, SERVER_PORT").await?;
+        let side_listeners = vec![
+            SideListener {
+                name: "metrics",
+                listener: bind(config.metrics_addr, "METRICS_ADDR").await?,
+                router: admin::metrics_router(Arc::clone(&metrics), store.clone()),
+            },
+            SideListener {
+                name: "admin",
+                listener: bind(config.admin_addr, "ADMIN_ADDR").await?,
+                router: admin::admin_router(),
+            },
+        ];
         let local_addr = listener
             .local_addr()
             .context("failed to read the listener's address")?;
@@ -88,16 +121,23 @@ impl Application {
             readiness: readiness.clone(),
             body_limit: config.body_limit,
         };
-        tracing::info!(
-            address = %local_addr,
-            version = env!("CARGO_PKG_VERSION"),
-            backend = store.backend_name(),
-            "listening"
-        );
-        Ok(Application {
+        let shed = metrics
+            .http
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: "in_flight_limit",
+            })
+            .clone();
+        let middleware = MiddlewareConfig {
+            write_timeout: config.server_write_timeout,
+            metrics: metrics.http.clone(),
+            in_flight: InFlightLimit::new(config.max_in_flight as usize, shed),
+        };
+        let application = Application {
             listener,
             local_addr,
-            router: http::router(state, config.server_write_timeout, routes),
+            router: http::router(state, middleware, routes),
+            side_listeners,
             store,
             readiness,
             timeouts: Timeouts {
@@ -106,7 +146,34 @@ impl Application {
                 shutdown: config.shutdown_timeout,
                 drain_delay: config.shutdown_drain_delay,
             },
-        })
+        };
+        tracing::info!(
+            address = %local_addr,
+            metrics_address = %application.metrics_addr(),
+            admin_address = %application.admin_addr(),
+            version = env!("CARGO_PKG_VERSION"),
+            backend = application.store.backend_name(),
+            "listening"
+        );
+        Ok(application)
+    }
+
+    /// Returns the metrics listener's address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.side_addr("metrics")
+    }
+
+    /// Returns the profiling listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.side_addr("admin")
+    }
+
+    fn side_addr(&self, name: &str) -> SocketAddr {
+        self.side_listeners
+            .iter()
+            .find(|side| side.name == name)
+            .and_then(|side| side.listener.local_addr().ok())
+            .expect("the side listeners are bound in build")
     }
 
     /// Returns the address the listener is bound to, with the real port when SERVER_PORT was 0.
@@ -127,6 +194,24 @@ impl Application {
             timeouts: self.timeouts,
         };
 
+        let (stop_side, side_stopped) = tokio::sync::watch::channel(());
+        let side_servers: Vec<_> = self
+            .side_listeners
+            .into_iter()
+            .map(|side| {
+                let mut stopped = side_stopped.clone();
+                let server =
+                    axum::serve(side.listener, side.router).with_graceful_shutdown(async move {
+                        let _sender_dropped_or_sent = stopped.changed().await;
+                    });
+                tokio::spawn(async move {
+                    if let Err(err) = server.await {
+                        tracing::error!(listener = side.name, error = %err, "listener failed");
+                    }
+                })
+            })
+            .collect();
+
         tokio::pin!(shutdown);
         accept_until(&self.listener, &connections, shutdown).await;
 
@@ -145,7 +230,9 @@ impl Application {
             open_connections = open,
             "stopped accepting; finishing in-flight requests"
         );
-        if tokio::time::timeout(self.timeouts.shutdown, connections.graceful.shutdown())
+        // Everything from here on shares one deadline, so SHUTDOWN_TIMEOUT bounds the whole stop.
+        let deadline = tokio::time::Instant::now() + self.timeouts.shutdown;
+        if tokio::time::timeout_at(deadline, connections.graceful.shutdown())
             .await
             .is_err()
         {
@@ -154,7 +241,20 @@ impl Application {
                 "shutdown timeout elapsed with requests still running; closing them"
             );
         }
-        self.store.close().await;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.store.close(remaining).await;
+
+        // Metrics stay up until here, so a scrape during the drain still works. A CPU profile
+        // in progress is cut short.
+        drop(stop_side);
+        let grace = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(SIDE_LISTENER_GRACE);
+        for mut server in side_servers {
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                server.abort();
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -166,6 +266,12 @@ struct Connections {
     graceful: GracefulShutdown,
     router: Router,
     timeouts: Timeouts,
+}
+
+async fn bind(address: SocketAddr, settings: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to listen on {address} ({settings})"))
 }
 
 /// Accepts and serves connections until `stop` completes.

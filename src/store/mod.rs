@@ -9,11 +9,13 @@ mod postgres;
 mod sqlite;
 mod tls;
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 pub use config::{DatabaseConfig, SslMode};
 
 use crate::domain::{NewUser, User, UserId, UserPatch};
+use crate::metrics::{QueryLabels, StoreMetrics};
 use postgres::PostgresStore;
 use sqlite::SqliteStore;
 
@@ -24,7 +26,8 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// Shared, pipelined PostgreSQL connections for reads; 0 sends reads through the pool.
     pub read_clients: u32,
-    /// Maximum wait for a free connection before the operation fails as unavailable.
+    /// Maximum wait for a free connection before the operation fails as unavailable (and, on
+    /// SQLite, for a lock held by another process).
     pub acquire_timeout: Duration,
     /// Maximum time the start retries an unreachable database before it gives up.
     pub connect_timeout: Duration,
@@ -49,63 +52,125 @@ pub enum StoreError {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The store, on one of its back ends. Handlers call its methods and never name a back end.
+/// The store, on one of its back ends. Handlers call its methods and never name a back end;
+/// every operation's time is recorded under its name in `db_query_duration_seconds`.
 #[derive(Clone)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    metrics: StoreMetrics,
+}
+
+#[derive(Clone)]
+enum Backend {
     Postgres(PostgresStore),
     Sqlite(SqliteStore),
 }
 
+/// Connections of the pool behind the store, for the pool gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max: usize,
+    pub in_use: usize,
+    pub idle: usize,
+}
+
 impl Store {
     /// Opens the database `config` names, waiting for it up to the connect timeout.
-    pub async fn connect(config: &DatabaseConfig, pool: &PoolSettings) -> anyhow::Result<Store> {
-        match config {
-            DatabaseConfig::Postgres(settings) => Ok(Store::Postgres(
-                PostgresStore::connect(settings, pool).await?,
-            )),
+    pub async fn connect(
+        config: &DatabaseConfig,
+        pool: &PoolSettings,
+        metrics: StoreMetrics,
+    ) -> anyhow::Result<Store> {
+        let backend = match config {
+            DatabaseConfig::Postgres(settings) => Backend::Postgres(
+                PostgresStore::connect(settings, pool, metrics.pool_wait.clone()).await?,
+            ),
             DatabaseConfig::Sqlite { path } => {
-                Ok(Store::Sqlite(SqliteStore::open(path, pool).await?))
+                Backend::Sqlite(SqliteStore::open(path, pool, metrics.pool_wait.clone()).await?)
             }
-        }
+        };
+        metrics
+            .pool_max
+            .set(i64::try_from(backend_pool_status(&backend).max).unwrap_or(i64::MAX));
+        Ok(Store { backend, metrics })
     }
 
     /// Returns the back end's name, for logs.
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgres",
-            Store::Sqlite(_) => "sqlite",
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// Returns how many pooled connections exist and how many are in use.
+    pub fn pool_status(&self) -> PoolStatus {
+        backend_pool_status(&self.backend)
+    }
+
+    /// Sets the pool gauges from the pool's current state.
+    pub fn record_pool_status(&self) {
+        let status = self.pool_status();
+        let set = |state, value: usize| {
+            self.metrics
+                .pool_connections
+                .get_or_create(&crate::metrics::StateLabels { state })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set("in_use", status.in_use);
+        set("idle", status.idle);
     }
 
     /// Applies pending migrations and returns how many ran.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
-        match self {
-            Store::Postgres(store) => store.migrate().await,
-            Store::Sqlite(store) => store.migrate().await,
+        match &self.backend {
+            Backend::Postgres(store) => store.migrate().await,
+            Backend::Sqlite(store) => store.migrate().await,
         }
+    }
+
+    /// Returns how many migrations the database lacks.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let (applied, known) = match &self.backend {
+            Backend::Postgres(store) => (store.applied_migrations().await?, migrations::POSTGRES),
+            Backend::Sqlite(store) => (store.applied_migrations().await?, migrations::SQLITE),
+        };
+        Ok(known
+            .iter()
+            .filter(|migration| !applied.contains(&migration.version))
+            .count())
     }
 
     /// Checks that the database responds to a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(store) => store.ping().await,
-            Store::Sqlite(store) => store.ping().await,
-        }
+        self.timed("ping", async {
+            match &self.backend {
+                Backend::Postgres(store) => store.ping().await,
+                Backend::Sqlite(store) => store.ping().await,
+            }
+        })
+        .await
     }
 
     /// Inserts a user; a taken email address (compared case-insensitively) is a conflict.
     pub async fn create_user(&self, user: &NewUser) -> Result<User, StoreError> {
-        match self {
-            Store::Postgres(store) => store.create_user(user).await,
-            Store::Sqlite(store) => store.create_user(user).await,
-        }
+        self.timed("create_user", async {
+            match &self.backend {
+                Backend::Postgres(store) => store.create_user(user).await,
+                Backend::Sqlite(store) => store.create_user(user).await,
+            }
+        })
+        .await
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User, StoreError> {
-        match self {
-            Store::Postgres(store) => store.get_user(id).await,
-            Store::Sqlite(store) => store.get_user(id).await,
-        }
+        self.timed("get_user", async {
+            match &self.backend {
+                Backend::Postgres(store) => store.get_user(id).await,
+                Backend::Sqlite(store) => store.get_user(id).await,
+            }
+        })
+        .await
     }
 
     /// Returns up to `limit` users with ids above `after`, in id order.
@@ -114,32 +179,60 @@ impl Store {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<User>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.list_users(after, limit).await,
-            Store::Sqlite(store) => store.list_users(after, limit).await,
-        }
+        self.timed("list_users", async {
+            match &self.backend {
+                Backend::Postgres(store) => store.list_users(after, limit).await,
+                Backend::Sqlite(store) => store.list_users(after, limit).await,
+            }
+        })
+        .await
     }
 
     /// Replaces the fields `patch` sets and returns the user as it is afterwards.
     pub async fn update_user(&self, id: UserId, patch: &UserPatch) -> Result<User, StoreError> {
-        match self {
-            Store::Postgres(store) => store.update_user(id, patch).await,
-            Store::Sqlite(store) => store.update_user(id, patch).await,
-        }
+        self.timed("update_user", async {
+            match &self.backend {
+                Backend::Postgres(store) => store.update_user(id, patch).await,
+                Backend::Sqlite(store) => store.update_user(id, patch).await,
+            }
+        })
+        .await
     }
 
     pub async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(store) => store.delete_user(id).await,
-            Store::Sqlite(store) => store.delete_user(id).await,
+        self.timed("delete_user", async {
+            match &self.backend {
+                Backend::Postgres(store) => store.delete_user(id).await,
+                Backend::Sqlite(store) => store.delete_user(id).await,
+            }
+        })
+        .await
+    }
+
+    /// Closes every connection, waiting at most `wait` for operations in flight; operations
+    /// after this fail as unavailable.
+    pub async fn close(&self, wait: Duration) {
+        match &self.backend {
+            Backend::Postgres(store) => store.close(),
+            Backend::Sqlite(store) => store.close(wait).await,
         }
     }
 
-    /// Closes every connection; operations after this fail as unavailable.
-    pub async fn close(&self) {
-        match self {
-            Store::Postgres(store) => store.close(),
-            Store::Sqlite(store) => store.close().await,
-        }
+    /// Runs `operation` and records its time under `query`, whatever its outcome.
+    async fn timed<T>(&self, query: &'static str, operation: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = operation.await;
+        self.metrics
+            .queries
+            .get_or_create(&QueryLabels { query })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+fn backend_pool_status(backend: &Backend) -> PoolStatus {
+    match backend {
+        Backend::Postgres(store) => store.pool_status(),
+        Backend::Sqlite(store) => store.pool_status(),
     }
 }

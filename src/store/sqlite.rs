@@ -9,22 +9,20 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use super::{PoolSettings, StoreError, migrations};
+use super::{PoolSettings, PoolStatus, StoreError, migrations};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 
 /// Maximum reader connections, opened as reads need them; WAL readers do not block each other
 /// or the writer.
 const READERS: usize = 4;
-
-/// How long a statement waits for a lock held by another process before it fails.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const USER_COLUMNS: &str = "id, name, email, created_at";
 
@@ -33,22 +31,40 @@ pub struct SqliteStore {
     writer: Arc<ConnectionPool>,
     readers: Arc<ConnectionPool>,
     acquire_timeout: Duration,
+    pool_wait: Histogram,
 }
 
 impl SqliteStore {
     /// Opens (or creates) the database file with its writer connection. Reader connections
     /// are opened on first use, which keeps the start fast.
-    pub async fn open(path: &Path, limits: &PoolSettings) -> anyhow::Result<Self> {
+    pub async fn open(
+        path: &Path,
+        limits: &PoolSettings,
+        pool_wait: Histogram,
+    ) -> anyhow::Result<Self> {
         let path = path.to_owned();
         let acquire_timeout = limits.acquire_timeout;
         tokio::task::spawn_blocking(move || {
-            let writer = open_connection(&path, false).with_context(|| {
+            let writer = open_connection(&path, false, acquire_timeout).with_context(|| {
                 format!("failed to open the SQLite database {}", path.display())
             })?;
             Ok(SqliteStore {
-                writer: Arc::new(ConnectionPool::new(&path, false, 1, Some(writer))),
-                readers: Arc::new(ConnectionPool::new(&path, true, READERS, None)),
+                writer: Arc::new(ConnectionPool::new(
+                    &path,
+                    false,
+                    1,
+                    Some(writer),
+                    acquire_timeout,
+                )),
+                readers: Arc::new(ConnectionPool::new(
+                    &path,
+                    true,
+                    READERS,
+                    None,
+                    acquire_timeout,
+                )),
                 acquire_timeout,
+                pool_wait,
             })
         })
         .await
@@ -89,6 +105,25 @@ impl SqliteStore {
             }
             transaction.commit()?;
             Ok(count)
+        })
+        .await
+    }
+
+    /// Returns the versions recorded in `schema_migrations`, none when the table is missing.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        self.read(|connection| {
+            let exists: bool = connection.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+                [],
+                |row| row.get(0),
+            )?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            connection
+                .prepare("SELECT version FROM schema_migrations")?
+                .query_map([], |row| row.get(0))?
+                .collect()
         })
         .await
     }
@@ -178,10 +213,23 @@ impl SqliteStore {
         }
     }
 
-    /// Closes every connection once the operations in flight have returned theirs.
-    pub async fn close(&self) {
+    /// Returns the connections of both pools: the writer and the readers.
+    pub fn pool_status(&self) -> PoolStatus {
+        let (writer, readers) = (self.writer.status(), self.readers.status());
+        PoolStatus {
+            max: writer.max + readers.max,
+            in_use: writer.in_use + readers.in_use,
+            idle: writer.idle + readers.idle,
+        }
+    }
+
+    /// Closes every connection once the operations in flight have returned theirs, waiting at
+    /// most `wait` in all.
+    pub async fn close(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
         for pool in [&self.writer, &self.readers] {
-            pool.close(self.acquire_timeout).await;
+            pool.close(deadline.saturating_duration_since(Instant::now()))
+                .await;
         }
     }
 
@@ -190,7 +238,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.readers.run(self.acquire_timeout, operation).await
+        self.readers
+            .run(self.acquire_timeout, &self.pool_wait, operation)
+            .await
     }
 
     async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
@@ -198,7 +248,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.writer.run(self.acquire_timeout, operation).await
+        self.writer
+            .run(self.acquire_timeout, &self.pool_wait, operation)
+            .await
     }
 }
 
@@ -212,16 +264,24 @@ struct ConnectionPool {
     size: usize,
     path: PathBuf,
     read_only: bool,
+    busy_timeout: Duration,
 }
 
 impl ConnectionPool {
-    fn new(path: &Path, read_only: bool, size: usize, first: Option<Connection>) -> Self {
+    fn new(
+        path: &Path,
+        read_only: bool,
+        size: usize,
+        first: Option<Connection>,
+        busy_timeout: Duration,
+    ) -> Self {
         ConnectionPool {
             idle: Mutex::new(first.into_iter().collect()),
             permits: Arc::new(Semaphore::new(size)),
             size,
             path: path.to_owned(),
             read_only,
+            busy_timeout,
         }
     }
 
@@ -231,25 +291,28 @@ impl ConnectionPool {
     async fn run<T, F>(
         self: &Arc<Self>,
         acquire_timeout: Duration,
+        wait: &Histogram,
         operation: F,
     ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let permit =
-            match tokio::time::timeout(acquire_timeout, self.permits.clone().acquire_owned()).await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => {
-                    return Err(StoreError::Unavailable("the database is closed".into()));
-                }
-                Err(_elapsed) => {
-                    return Err(StoreError::Unavailable(
-                        format!("no free SQLite connection within {acquire_timeout:?}").into(),
-                    ));
-                }
-            };
+        let started = Instant::now();
+        let acquired =
+            tokio::time::timeout(acquire_timeout, self.permits.clone().acquire_owned()).await;
+        wait.observe(started.elapsed().as_secs_f64());
+        let permit = match acquired {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return Err(StoreError::Unavailable("the database is closed".into()));
+            }
+            Err(_elapsed) => {
+                return Err(StoreError::Unavailable(
+                    format!("no free SQLite connection within {acquire_timeout:?}").into(),
+                ));
+            }
+        };
 
         let pool = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
@@ -265,6 +328,20 @@ impl ConnectionPool {
         }
     }
 
+    fn status(&self) -> PoolStatus {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len();
+        let in_use = self.size.saturating_sub(self.permits.available_permits());
+        PoolStatus {
+            max: self.size,
+            in_use,
+            idle,
+        }
+    }
+
     /// Takes an idle connection, or opens one when none is idle.
     fn take(&self) -> rusqlite::Result<Connection> {
         let idle = self
@@ -274,7 +351,7 @@ impl ConnectionPool {
             .pop();
         match idle {
             Some(connection) => Ok(connection),
-            None => open_connection(&self.path, self.read_only),
+            None => open_connection(&self.path, self.read_only, self.busy_timeout),
         }
     }
 
@@ -298,9 +375,15 @@ impl ConnectionPool {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+/// Opens a connection; `busy_timeout` bounds how long a statement waits for a lock that
+/// another process holds.
+fn open_connection(
+    path: &Path,
+    read_only: bool,
+    busy_timeout: Duration,
+) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
-    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.busy_timeout(busy_timeout)?;
     if read_only {
         // WAL mode is a property of the file, set by the writer, which opens first.
         connection.pragma_update(None, "query_only", "ON")?;

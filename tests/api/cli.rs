@@ -117,3 +117,27 @@ fn migrate_subcommand_prepares_database() {
         Some(0)
     );
 }
+
+#[test]
+fn verify_full_without_root_cert_exits_2() {
+    let output = run(
+        &[("DB_HOST", "db.example"), ("DB_SSLMODE", "verify-full")],
+        &[],
+    );
+    let message = stderr(&output);
+
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("DB_SSLROOTCERT"), "{message}");
+}
+
+#[test]
+fn unmigrated_database_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("empty.db").display());
+
+    let output = run(&[("DATABASE_URL", &url), ("DB_MIGRATE", "false")], &[]);
+
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("peregrine migrate"), "{log}");
+}

@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod input;
 mod middleware;
+mod operations;
 mod postgres;
 mod shutdown;
 mod users;

@@ -19,6 +19,10 @@ async fn build(url: &str, args: &[&str]) -> anyhow::Result<Application> {
         "127.0.0.1",
         "--server-port",
         "0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
         "--database-url",
         url,
     ];

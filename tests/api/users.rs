@@ -22,6 +22,8 @@ on_both_backends!(
     duplicate_email_race_has_one_winner,
     concurrent_creates_all_succeed,
     name_is_stored_normalized,
+    email_spellings_are_one_address,
+    body_with_byte_order_mark_is_accepted,
 );
 
 async fn create_answers_201_with_location(backend: Backend) {
@@ -307,4 +309,36 @@ async fn patch(app: &TestApp, path: &str, body: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+async fn email_spellings_are_one_address(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_user("Composed", "\u{00FC}@ex\u{00E4}mple.com")
+        .await;
+
+    let decomposed = json!({ "name": "Decomposed", "email": "U\u{0308}@EXA\u{0308}MPLE.com" });
+    let response = app
+        .post_json("/api/v1/users", &decomposed.to_string())
+        .await;
+
+    assert_eq!(
+        response.status(),
+        409,
+        "NFC and case folding make these one address"
+    );
+    app.stop().await;
+}
+
+async fn body_with_byte_order_mark_is_accepted(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+
+    let body = "\u{FEFF}{\"name\":\"Bom\",\"email\":\"bom@example.com\"}";
+    let response = app.post_json("/api/v1/users", body).await;
+
+    assert_eq!(response.status(), 201);
+    app.stop().await;
 }

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::PostgresSettings;
-use super::{PoolSettings, StoreError, migrations, tls};
+use super::{PoolSettings, PoolStatus, StoreError, migrations, tls};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use errors::{classify, classify_pool_error, is_unavailable};
 use shared::SharedReads;
@@ -38,6 +39,7 @@ const LIST_USERS: &str =
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    pool_wait: Histogram,
     /// `None` when reads use the pool (DB_READ_CLIENTS=0).
     reads: Option<Arc<SharedReads>>,
 }
@@ -77,6 +79,7 @@ impl PostgresStore {
     pub async fn connect(
         settings: &PostgresSettings,
         limits: &PoolSettings,
+        pool_wait: Histogram,
     ) -> anyhow::Result<Self> {
         let mut config = settings.config.clone();
         config.ssl_mode(tls::postgres_ssl_mode(settings.ssl_mode));
@@ -109,7 +112,11 @@ impl PostgresStore {
             .build()
             .context("failed to build the PostgreSQL pool")?;
 
-        let mut store = PostgresStore { pool, reads: None };
+        let mut store = PostgresStore {
+            pool,
+            pool_wait,
+            reads: None,
+        };
         store.wait_until_reachable(limits.connect_timeout).await?;
         if limits.read_clients > 0 {
             let reads = SharedReads::start(connector, limits.read_clients as usize)
@@ -140,8 +147,21 @@ impl PostgresStore {
         unreachable!("the retry loop returns")
     }
 
+    /// Checks a connection out of the pool, recording the wait.
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(classify_pool_error)
+        let started = Instant::now();
+        let client = self.pool.get().await;
+        self.pool_wait.observe(started.elapsed().as_secs_f64());
+        client.map_err(classify_pool_error)
+    }
+
+    pub fn pool_status(&self) -> PoolStatus {
+        let status = self.pool.status();
+        PoolStatus {
+            max: status.max_size,
+            in_use: status.size.saturating_sub(status.available),
+            idle: status.available,
+        }
     }
 
     pub async fn migrate(&self) -> Result<usize, StoreError> {
@@ -193,6 +213,24 @@ impl PostgresStore {
         }
         transaction.commit().await.map_err(classify)?;
         Ok(count)
+    }
+
+    /// Returns the versions recorded in `schema_migrations`, none when the table is missing.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await
+            .map_err(classify)?
+            .get(0);
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(classify)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

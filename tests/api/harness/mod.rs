@@ -50,6 +50,10 @@ macro_rules! on_both_backends {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub address: String,
+    /// The metrics listener, `http://127.0.0.1:PORT`.
+    pub metrics_address: String,
+    /// The profiling listener, `http://127.0.0.1:PORT`.
+    pub admin_address: String,
     pub client: reqwest::Client,
     pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
@@ -89,6 +93,10 @@ impl TestApp {
             "127.0.0.1",
             "--server-port",
             "0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
         ]
         .into_iter()
         .map(String::from)
@@ -101,6 +109,8 @@ impl TestApp {
             .await
             .expect("build the application");
         let address = format!("http://{}", app.local_addr());
+        let metrics_address = format!("http://{}", app.metrics_addr());
+        let admin_address = format!("http://{}", app.admin_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _sender_dropped_or_sent = stop.await;
@@ -108,6 +118,8 @@ impl TestApp {
 
         Some(TestApp {
             address,
+            metrics_address,
+            admin_address,
             client: reqwest::Client::new(),
             database_url,
             shutdown: Some(shutdown),
@@ -280,6 +292,8 @@ pub fn binary(env: &[(&str, &str)]) -> Command {
         .env_clear()
         .env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", "0")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("ADMIN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json");
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);

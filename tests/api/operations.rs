@@ -1,0 +1,204 @@
+//! The operations surface: Prometheus metrics with bounded labels, load shedding that spares
+//! the probes, and CPU profiles from the admin listener.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use pprof::protos::Message;
+
+use crate::harness::{Backend, Options, TestApp, problem};
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.metrics_address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// Counts the sample lines (series) of the HTTP metric families.
+fn http_series(text: &str) -> usize {
+    text.lines()
+        .filter(|line| line.starts_with("http_server_request"))
+        .count()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let user = app.create_user("Metered", "metered@example.com").await;
+    app.get(&format!("/api/v1/users/{}", user["id"])).await;
+
+    let text = scrape(&app).await;
+
+    assert!(
+        text.contains(
+            r#"http_server_requests_total{method="GET",route="/api/v1/users/{id}",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"http_server_requests_total{method="POST",route="/api/v1/users",status="201"} 1"#
+    ));
+    assert!(text.contains(
+        r#"http_server_request_duration_seconds_count{method="GET",route="/api/v1/users/{id}"} 1"#
+    ));
+    assert!(text.contains(r#"db_query_duration_seconds_count{query="get_user"} 1"#));
+    assert!(text.contains(r#"db_pool_connections{state="in_use"}"#));
+    assert!(text.contains("build_info{"));
+    assert!(
+        !text.contains("/api/v1/users/1\""),
+        "no raw path is a label"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn random_paths_and_methods_add_no_series() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let client = &app.client;
+    let send = |method: &str, path: String| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        client.request(method, app.url(&path)).send()
+    };
+    // One request per route and per kind of miss: an unknown path, an unknown method.
+    for (method, path) in [
+        ("GET", "/livez"),
+        ("GET", "/readyz"),
+        ("GET", "/health"),
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/users/1"),
+        ("GET", "/no/such/path"),
+        ("BREW", "/api/v1/users"),
+        ("BREW", "/no/such/path"),
+        ("DELETE", "/no/such/path"),
+        ("PUT", "/api/v1/users/1"),
+    ] {
+        send(method, path.to_owned()).await.unwrap();
+    }
+    let baseline = http_series(&scrape(&app).await);
+
+    let methods = ["GET", "BREW", "PROPFIND", "X-RANDOM", "DELETE"];
+    for i in 0..3000u32 {
+        let path = format!("/random/{i}/{}", i.wrapping_mul(2_654_435_761));
+        send(methods[i as usize % methods.len()], path)
+            .await
+            .unwrap();
+    }
+    let after = http_series(&scrape(&app).await);
+
+    assert_eq!(after, baseline, "series grew from {baseline} to {after}");
+    app.stop().await;
+}
+
+async fn wait_for_release() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    "done"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_is_shed_but_probes_are_not() {
+    let options = Options {
+        args: vec!["--max-in-flight".into(), "1".into()],
+        routes: Some(Router::new().route("/test/hold", get(wait_for_release))),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let held = tokio::spawn(app.client.get(app.url("/test/hold")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let shed = app.get("/api/v1/users").await;
+    let waited = started.elapsed();
+    let live = app.get("/livez").await.status();
+    let ready = app.get("/readyz").await.status();
+    let text = scrape(&app).await;
+
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body = problem(shed, 503).await;
+    assert_eq!(body["type"], "/problems/overloaded");
+    assert!(
+        waited < Duration::from_millis(500),
+        "answered at once, not queued: {waited:?}"
+    );
+    assert_eq!(live, 200);
+    assert_eq!(ready, 200);
+    assert!(
+        text.contains(r#"http_server_requests_shed_total{reason="in_flight_limit"} 1"#),
+        "{text}"
+    );
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_profile_names_service_functions() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let load = {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/users?limit=1000"));
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < deadline {
+                let _status = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|response| response.status());
+            }
+        })
+    };
+    for i in 0..200 {
+        app.create_user("Profiled", &format!("profiled{i}@example.com"))
+            .await;
+    }
+
+    let response = app
+        .client
+        .get(format!(
+            "{}/debug/pprof/profile?seconds=2",
+            app.admin_address
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap();
+    load.await.unwrap();
+
+    assert_eq!(status, 200);
+    let profile = pprof::protos::Profile::decode(bytes.as_ref()).expect("a pprof protobuf");
+    assert!(!profile.sample.is_empty(), "the profile has samples");
+    let names: Vec<&String> = profile
+        .function
+        .iter()
+        .filter_map(|f| profile.string_table.get(f.name as usize))
+        .collect();
+    assert!(
+        names.iter().any(|name| name.contains("peregrine")),
+        "no peregrine function among {} names",
+        names.len()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn profile_seconds_out_of_range_is_400() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+
+    for seconds in ["0", "301"] {
+        let url = format!(
+            "{}/debug/pprof/profile?seconds={seconds}",
+            app.admin_address
+        );
+        assert_eq!(
+            app.client.get(url).send().await.unwrap().status(),
+            400,
+            "{seconds}"
+        );
+    }
+    app.stop().await;
+}
