@@ -6,11 +6,13 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
 use crate::store::{DatabaseConfig, PoolSettings, SslMode};
 
@@ -80,6 +82,20 @@ pub struct Config {
     #[arg(long, env = "MAX_IN_FLIGHT", value_name = "MAX_IN_FLIGHT", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
+
+    /// Comma-separated networks (CIDRs or addresses) of the proxies whose X-Forwarded-For,
+    /// X-Real-IP and Forwarded headers are believed; from other peers they are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", default_value = "",
+          value_parser = parse_networks)]
+    pub trusted_proxies: Networks,
+
+    /// Requests per second each client may send to the API; unset means no limit.
+    #[arg(long, env = "RATE_LIMIT", value_name = "RATE_LIMIT")]
+    pub rate_limit: Option<NonZeroU32>,
+
+    /// Requests a client may send at once above RATE_LIMIT; defaults to RATE_LIMIT.
+    #[arg(long, env = "RATE_LIMIT_BURST", value_name = "RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<NonZeroU32>,
 
     /// Largest request body accepted, in bytes or with a KiB or MiB suffix.
     #[arg(long, env = "BODY_LIMIT", value_name = "BODY_LIMIT", default_value = "64KiB",
@@ -308,6 +324,29 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A list of networks, parsed from TRUSTED_PROXIES.
+#[derive(Debug, Clone, Default)]
+pub struct Networks(pub Vec<IpNet>);
+
+/// Parses comma-separated networks; a bare address is a network of one.
+fn parse_networks(value: &str) -> Result<Networks, String> {
+    let mut networks = Vec::new();
+    for item in value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let network = match item.parse::<IpNet>() {
+            Ok(network) => network,
+            Err(_) => item.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+                format!("{item:?} is not a network such as 10.0.0.0/8 or an address")
+            })?,
+        };
+        networks.push(network);
+    }
+    Ok(Networks(networks))
+}
+
 /// Parses a duration such as `5s`, `250ms` or `2m`; a bare number is rejected because its unit
 /// would be a guess.
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -358,6 +397,15 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn networks_accept_cidrs_and_addresses() {
+        let Networks(networks) = parse_networks(" 10.0.0.0/8, 127.0.0.1 ,::1").unwrap();
+        assert_eq!(networks.len(), 3);
+        assert!(parse_networks("").unwrap().0.is_empty());
+        assert!(parse_networks("10.0.0.0/33").is_err());
+        assert!(parse_networks("proxy.example").is_err());
     }
 
     #[test]

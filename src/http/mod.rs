@@ -14,7 +14,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::metrics::HttpMetrics;
 use crate::middleware;
+use crate::middleware::client_ip::TrustedProxies;
 use crate::middleware::load_shed::InFlightLimit;
+use crate::middleware::rate_limit::RateLimit;
 use crate::shutdown::Readiness;
 use crate::store::Store;
 use problem::ApiError;
@@ -37,6 +39,10 @@ pub struct MiddlewareConfig {
     pub metrics: HttpMetrics,
     /// The limit on requests in flight, applied to the API routes but not to the probes.
     pub in_flight: InFlightLimit,
+    /// Networks whose proxy headers name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// The per-client rate limit of the API routes, when configured.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Builds the route table with its middleware, with `extra` routes added to the API.
@@ -65,8 +71,9 @@ pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>
         .merge(with_middleware(api, &config, true))
 }
 
-/// Wraps `routes` in the middleware stack, outermost first: request id, access log, problem
-/// rendering, metrics, load shedding (when `shed`), panic recovery, timeout.
+/// Wraps `routes` in the middleware stack, outermost first: request id, client address, access
+/// log, problem rendering, metrics, rate limit and load shedding (when `shed`), panic recovery,
+/// timeout.
 fn with_middleware(routes: Router, config: &MiddlewareConfig, shed: bool) -> Router {
     let inner = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(middleware::problem::from_panic))
@@ -80,10 +87,20 @@ fn with_middleware(routes: Router, config: &MiddlewareConfig, shed: bool) -> Rou
             config.in_flight.clone(),
             middleware::load_shed::limit,
         ));
+        if let Some(rate_limit) = &config.rate_limit {
+            routes = routes.layer(axum::middleware::from_fn_with_state(
+                rate_limit.clone(),
+                middleware::rate_limit::limit,
+            ));
+        }
     }
     routes.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn(middleware::request_id::assign))
+            .layer(axum::middleware::from_fn_with_state(
+                config.trusted_proxies.clone(),
+                middleware::client_ip::resolve,
+            ))
             .layer(middleware::access_log::layer())
             .layer(axum::middleware::from_fn(middleware::problem::render))
             .layer(axum::middleware::from_fn_with_state(

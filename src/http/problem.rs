@@ -49,6 +49,8 @@ pub enum ApiError {
     ShuttingDown,
     /// Too many requests in flight: the request was shed without being handled.
     Overloaded,
+    /// The client is over its rate limit; it may retry after this many seconds.
+    RateLimited { retry_after: u64 },
     /// A bug: the cause goes to the log, the client gets a generic body.
     Internal(String),
 }
@@ -153,6 +155,13 @@ fixed_problem!(
     "the request did not complete within the server's time limit; retry later"
 );
 fixed_problem!(
+    RATE_LIMITED,
+    StatusCode::TOO_MANY_REQUESTS,
+    "rate-limited",
+    "Too Many Requests",
+    "this client is over its request rate; retry after the time in Retry-After"
+);
+fixed_problem!(
     OVERLOADED,
     StatusCode::SERVICE_UNAVAILABLE,
     "overloaded",
@@ -183,6 +192,7 @@ pub fn render_fixed_problems() {
         &TIMEOUT,
         &SHUTTING_DOWN,
         &OVERLOADED,
+        &RATE_LIMITED,
         &INTERNAL,
     ] {
         LazyLock::force(problem);
@@ -272,6 +282,9 @@ impl ApiError {
             ApiError::Timeout => fixed(StatusCode::SERVICE_UNAVAILABLE, &TIMEOUT, None),
             ApiError::ShuttingDown => fixed(StatusCode::SERVICE_UNAVAILABLE, &SHUTTING_DOWN, None),
             ApiError::Overloaded => fixed(StatusCode::SERVICE_UNAVAILABLE, &OVERLOADED, None),
+            ApiError::RateLimited { .. } => {
+                fixed(StatusCode::TOO_MANY_REQUESTS, &RATE_LIMITED, None)
+            }
             ApiError::Internal(cause) => {
                 fixed(StatusCode::INTERNAL_SERVER_ERROR, &INTERNAL, Some(cause))
             }
@@ -281,7 +294,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        problem_response(self.to_problem())
+        let mut response = problem_response(self.to_problem());
+        if let ApiError::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
     }
 }
 

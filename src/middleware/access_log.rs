@@ -1,6 +1,6 @@
 //! The access log: a span per request that every event of the request is recorded in, and one
-//! INFO event when the response is ready (method, route template, status, latency, request id
-//! and peer address).
+//! event when the response is ready (method, route template, status, latency, request id, peer
+//! address and resolved client address).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use super::client_ip::ClientIp;
 use super::request_id::RequestId;
 
 /// The route label of a request that matched no route.
@@ -50,12 +51,17 @@ fn request_span(request: &Request<Body>) -> Span {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
+    let client = request
+        .extensions()
+        .get::<ClientIp>()
+        .map(|client| client.0);
     tracing::info_span!(
         "request",
         method = %request.method(),
         route,
         request_id,
         peer = peer.map(tracing::field::display),
+        client = client.map(tracing::field::display),
     )
 }
 

@@ -27,7 +27,9 @@ use crate::admin;
 use crate::config::Config;
 use crate::http::{self, AppState, MiddlewareConfig};
 use crate::metrics::{Metrics, ShedLabels};
+use crate::middleware::client_ip::TrustedProxies;
 use crate::middleware::load_shed::InFlightLimit;
+use crate::middleware::rate_limit::RateLimit;
 use crate::shutdown::Readiness;
 use crate::store::Store;
 use connection::{ConnectionActivity, DeadlineStream};
@@ -128,10 +130,23 @@ impl Application {
                 reason: "in_flight_limit",
             })
             .clone();
+        let rate_limit = config.rate_limit.map(|per_second| {
+            let burst = config.rate_limit_burst.unwrap_or(per_second);
+            let limited = metrics
+                .http
+                .shed
+                .get_or_create(&ShedLabels {
+                    reason: "rate_limit",
+                })
+                .clone();
+            RateLimit::start(per_second, burst, limited)
+        });
         let middleware = MiddlewareConfig {
             write_timeout: config.server_write_timeout,
             metrics: metrics.http.clone(),
             in_flight: InFlightLimit::new(config.max_in_flight as usize, shed),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
+            rate_limit,
         };
         let application = Application {
             listener,

@@ -202,3 +202,81 @@ async fn profile_seconds_out_of_range_is_400() {
     }
     app.stop().await;
 }
+
+/// Sends `GET /api/v1/users` with an `X-Forwarded-For` header and returns the status.
+async fn list_as(app: &TestApp, forwarded_for: &str) -> u16 {
+    app.client
+        .get(app.url("/api/v1/users"))
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn spawn_rate_limited(trusted: &str) -> TestApp {
+    let args = [
+        "--rate-limit",
+        "1",
+        "--rate-limit-burst",
+        "1",
+        "--trusted-proxies",
+        trusted,
+    ];
+    let options = Options {
+        args: args.map(String::from).to_vec(),
+        ..Options::default()
+    };
+    TestApp::spawn_with(Backend::Sqlite, options).await.unwrap()
+}
+
+#[tokio::test]
+async fn untrusted_peer_cannot_spoof_address() {
+    // The test client's peer address is 127.0.0.1, which is not trusted here.
+    let app = spawn_rate_limited("10.0.0.0/8").await;
+
+    let first = list_as(&app, "198.51.100.1").await;
+    let second = list_as(&app, "198.51.100.2").await;
+
+    assert_eq!(first, 200);
+    assert_eq!(second, 429, "both requests count against the peer address");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn trusted_proxy_names_the_client() {
+    let app = spawn_rate_limited("127.0.0.1/32").await;
+
+    let first_client = list_as(&app, "198.51.100.1").await;
+    let second_client = list_as(&app, "198.51.100.2").await;
+    let prepended = app
+        .client
+        .get(app.url("/api/v1/users"))
+        .header("x-forwarded-for", "203.0.113.66, 198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(first_client, 200);
+    assert_eq!(second_client, 200, "another client has its own budget");
+    assert_eq!(
+        prepended.status(),
+        429,
+        "a forged left part does not change the client"
+    );
+    let retry_after: u64 = prepended.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body = problem(prepended, 429).await;
+    assert_eq!(body["type"], "/problems/rate-limited");
+    assert_eq!(
+        app.get("/livez").await.status(),
+        200,
+        "probes are not rate limited"
+    );
+    app.stop().await;
+}
