@@ -83,6 +83,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
+    /// Maximum open client connections; past it the server stops accepting until one closes.
+    /// Defaults to the open-file limit (raised to its hard limit at start) less 256.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Maximum time a database statement may run before PostgreSQL cancels it; defaults to
+    /// nine tenths of SERVER_WRITE_TIMEOUT, so a query never outlives its request.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", value_name = "DB_STATEMENT_TIMEOUT",
+          value_parser = parse_duration)]
+    pub db_statement_timeout: Option<Duration>,
+
     /// Comma-separated networks (CIDRs or addresses) of the proxies whose X-Forwarded-For,
     /// X-Real-IP and Forwarded headers are believed; from other peers they are ignored.
     #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", default_value = "",
@@ -292,6 +304,9 @@ impl Config {
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.db_max_conns,
+            statement_timeout: self
+                .db_statement_timeout
+                .unwrap_or(self.server_write_timeout.mul_f64(0.9)),
             read_clients: self.db_read_clients,
             acquire_timeout: self.db_acquire_timeout,
             connect_timeout: self.db_connect_timeout,

@@ -7,6 +7,7 @@
 //! shutdown timeout to finish, and the database closes.
 
 mod connection;
+mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::admin;
@@ -46,6 +48,7 @@ pub struct Application {
     local_addr: SocketAddr,
     router: Router,
     side_listeners: Vec<SideListener>,
+    max_connections: usize,
     store: Store,
     readiness: Readiness,
     timeouts: Timeouts,
@@ -148,8 +151,20 @@ impl Application {
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
             rate_limit,
         };
+        let open_file_limit = match limits::raise_open_file_limit() {
+            Ok(limit) => limit,
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to raise the open-file limit");
+                1024
+            }
+        };
+        let max_connections = config.max_connections.map_or_else(
+            || limits::default_max_connections(open_file_limit),
+            |max| max as usize,
+        );
         let application = Application {
             listener,
+            max_connections,
             local_addr,
             router: http::router(state, middleware, routes),
             side_listeners,
@@ -166,6 +181,8 @@ impl Application {
             address = %local_addr,
             metrics_address = %application.metrics_addr(),
             admin_address = %application.admin_addr(),
+            max_connections,
+            open_file_limit,
             version = env!("CARGO_PKG_VERSION"),
             backend = application.store.backend_name(),
             "listening"
@@ -203,6 +220,7 @@ impl Application {
         // keep-alive connections.
         builder.http1().header_read_timeout(None).keep_alive(true);
         let connections = Connections {
+            slots: Arc::new(Semaphore::new(self.max_connections)),
             builder,
             graceful: GracefulShutdown::new(),
             router: self.router,
@@ -277,6 +295,8 @@ impl Application {
 
 /// The shared parts every accepted connection is served with.
 struct Connections {
+    /// One permit per connection that may be open at once (MAX_CONNECTIONS).
+    slots: Arc<Semaphore>,
     builder: auto::Builder<TokioExecutor>,
     graceful: GracefulShutdown,
     router: Router,
@@ -290,19 +310,32 @@ async fn bind(address: SocketAddr, settings: &str) -> anyhow::Result<TcpListener
 }
 
 /// Accepts and serves connections until `stop` completes.
+///
+/// At MAX_CONNECTIONS open connections it stops accepting until one closes, so new clients wait
+/// in the kernel's backlog instead of exhausting descriptors. A failed accept (out of file
+/// descriptors, for one) pauses the loop, so it does not spin, and is logged at most once a
+/// second with the count of failures since the last line.
 async fn accept_until(
     listener: &TcpListener,
     connections: &Connections,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let mut failures = AcceptFailures::default();
     loop {
+        let slot = tokio::select! {
+            () = &mut stop => return,
+            slot = Arc::clone(&connections.slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => return,
+            },
+        };
         tokio::select! {
             () = &mut stop => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => connections.serve(stream, peer),
+                Ok((stream, peer)) => connections.serve(stream, peer, slot),
                 Err(err) => {
-                    tracing::warn!(error = %err, "failed to accept a connection");
+                    failures.record(&err);
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
@@ -310,9 +343,32 @@ async fn accept_until(
     }
 }
 
+/// Rate-limits the log of failed accepts.
+#[derive(Default)]
+struct AcceptFailures {
+    last_logged: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl AcceptFailures {
+    fn record(&mut self, err: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|last| now - last < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %err, suppressed = self.suppressed, "failed to accept a connection");
+        self.last_logged = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 impl Connections {
     /// Serves one connection on its own task, watched for graceful shutdown.
-    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit) {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, %peer, "failed to set TCP_NODELAY");
         }
@@ -345,6 +401,7 @@ impl Connections {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, %peer, "connection closed with an error");
             }
+            drop(slot);
         });
     }
 }

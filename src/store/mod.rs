@@ -24,6 +24,8 @@ use sqlite::SqliteStore;
 pub struct PoolSettings {
     /// Connections in the PostgreSQL pool.
     pub max_connections: u32,
+    /// Time after which PostgreSQL cancels a statement.
+    pub statement_timeout: Duration,
     /// Shared, pipelined PostgreSQL connections for reads; 0 sends reads through the pool.
     pub read_clients: u32,
     /// Maximum wait for a free connection before the operation fails as unavailable (and, on

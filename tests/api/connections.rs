@@ -128,3 +128,43 @@ async fn h2c_prior_knowledge_is_served() {
     assert_eq!(response.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn connection_limit_defers_new_connections() {
+    let options = Options {
+        args: ["--max-connections", "2"].map(String::from).to_vec(),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let mut first = connect(&app).await;
+    let mut second = connect(&app).await;
+    assert!(
+        request(&mut first, "/livez")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        request(&mut second, "/livez")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // The kernel completes the handshake, but the server does not accept a third connection.
+    let mut third = connect(&app).await;
+    third
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
+    drop(first);
+    let later = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buffer)).await;
+
+    assert!(
+        early.is_err(),
+        "the third connection was served while two were open"
+    );
+    let read = later.expect("served once a slot freed").unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+    app.stop().await;
+}

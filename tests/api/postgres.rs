@@ -357,3 +357,63 @@ async fn readiness_fails_while_database_is_gone() {
     assert_eq!(live.status(), 200, "liveness ignores the database");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_query_is_cancelled_by_statement_timeout() {
+    let Some(server) = postgres::server() else {
+        return;
+    };
+    let options = Options {
+        args: ["--db-statement-timeout", "300ms"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let user = app.create_user("Locked", "locked@example.com").await;
+    let (locker, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let response = app.get(&format!("/api/v1/users/{}", user["id"])).await;
+    let waited = started.elapsed();
+    let name = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let waiting: i64 = server
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    locker.batch_execute("COMMIT").await.unwrap();
+
+    problem(response, 503).await;
+    assert!(
+        waited < Duration::from_secs(2),
+        "cancelled on the server, not at the write timeout: {waited:?}"
+    );
+    assert_eq!(
+        waiting, 0,
+        "no query of the request still waits on the server"
+    );
+    app.stop().await;
+}

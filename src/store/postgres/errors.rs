@@ -24,7 +24,12 @@ pub fn classify(err: tokio_postgres::Error) -> StoreError {
     {
         return StoreError::Conflict { field: "email" };
     }
-    if is_unavailable(&err) {
+    // A statement cancelled by statement_timeout ran out of time: retrying cannot help the
+    // request, but the database itself is fine, so it is unavailable rather than a bug.
+    let timed_out = err
+        .as_db_error()
+        .is_some_and(|db| *db.code() == SqlState::QUERY_CANCELED);
+    if timed_out || is_unavailable(&err) {
         StoreError::Unavailable(err.into())
     } else {
         StoreError::Internal(err.into())
@@ -43,7 +48,6 @@ pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
                 SqlState::CRASH_SHUTDOWN,
                 SqlState::CANNOT_CONNECT_NOW,
                 SqlState::TOO_MANY_CONNECTIONS,
-                SqlState::QUERY_CANCELED,
             ]
             .contains(code);
     }

@@ -89,6 +89,10 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("peregrine");
         }
+        // Sent at connection start, so it holds on every connection without a round trip.
+        let timeout_ms = limits.statement_timeout.as_millis().max(1);
+        let options = config.get_options().map(str::to_owned).unwrap_or_default();
+        config.options(format!("{options} -c statement_timeout={timeout_ms}").trim_start());
         let tls = tls::client_config(settings.ssl_mode, settings.ssl_root_cert.as_deref())?
             .map(MakeRustlsConnect::new);
         let connector = Connector {
