@@ -417,3 +417,58 @@ async fn slow_query_is_cancelled_by_statement_timeout() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_postgres_restart() {
+    let Some(cluster) = postgres::private_cluster() else {
+        return;
+    };
+    let options = Options {
+        database_url: Some(cluster.create_database().await),
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let user = app.create_user("Before", "before@example.com").await;
+    let path = format!("/api/v1/users/{}", user["id"]);
+    assert_eq!(app.get(&path).await.status(), 200);
+
+    tokio::task::spawn_blocking(move || {
+        cluster.restart();
+        cluster
+    })
+    .await
+    .unwrap();
+    let mut statuses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let status = app.get(&path).await.status().as_u16();
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created = app
+        .post_json(
+            "/api/v1/users",
+            r#"{"name":"After","email":"after@example.com"}"#,
+        )
+        .await
+        .status();
+
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "reads recover without a restart: {statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 200 || status == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(created, 201, "writes recover too");
+    app.stop().await;
+}

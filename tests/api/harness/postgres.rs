@@ -23,6 +23,8 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     pub host: String,
     pub port: u16,
+    /// Set only for a cluster started here.
+    cluster: Option<Cluster>,
 }
 
 /// Certificates of a cluster started here.
@@ -112,15 +114,69 @@ fn start() -> Result<Server, String> {
             tls: None,
             host,
             port,
+            cluster: None,
         });
     }
-    start_cluster()
+    start_cluster(0)
 }
 
-fn start_cluster() -> Result<Server, String> {
+/// Starts a cluster of this test process's own that a test may stop and start again, or
+/// returns `None` when there are no server binaries (the harness has printed why).
+pub fn private_cluster() -> Option<Server> {
+    if server()?.cluster.is_none() {
+        eprintln!(
+            "skipped: a restart test needs a cluster the harness starts, not TEST_DATABASE_URL"
+        );
+        return None;
+    }
+    static PRIVATE: AtomicUsize = AtomicUsize::new(1);
+    match start_cluster(PRIVATE.fetch_add(1, Ordering::Relaxed)) {
+        Ok(server) => Some(server),
+        Err(reason) => panic!("start a private PostgreSQL cluster: {reason}"),
+    }
+}
+
+/// What restarting a cluster started here needs.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    data: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl Server {
+    /// Stops the cluster (fast shutdown, as a database failover or upgrade would) and starts it
+    /// again on the same port. Panics for a server the harness did not start.
+    pub fn restart(&self) {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .expect("only a cluster started here restarts");
+        let stopped = as_owner(Command::new(cluster.bin.join("pg_ctl")), cluster.owner)
+            .args(["-m", "fast", "-w", "stop", "-D"])
+            .arg(&cluster.data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl stop");
+        assert!(stopped.success(), "pg_ctl stop failed");
+        spawn_postmaster(
+            &cluster.bin.join("postgres"),
+            &cluster.dir,
+            &cluster.data,
+            self.port,
+            cluster.owner,
+        )
+        .expect("start postgres again");
+        wait_for_port(self.port, Duration::from_secs(30)).expect("postgres listens again");
+    }
+}
+
+fn start_cluster(index: usize) -> Result<Server, String> {
     let bin = find_bin_dir().ok_or("no PostgreSQL server binaries (initdb, postgres) found; set TEST_DATABASE_URL or install PostgreSQL")?;
-    remove_stale_clusters();
-    let dir = std::env::temp_dir().join(format!("peregrine-pg-{}", std::process::id()));
+    if index == 0 {
+        remove_stale_clusters();
+    }
+    let dir = std::env::temp_dir().join(format!("peregrine-pg-{}-{index}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|err| format!("create {}: {err}", dir.display()))?;
     let owner = cluster_owner()?;
     if let Some((uid, gid)) = owner {
@@ -163,6 +219,12 @@ fn start_cluster() -> Result<Server, String> {
         tls: Some(tls),
         host: "127.0.0.1".to_owned(),
         port,
+        cluster: Some(Cluster {
+            bin,
+            dir,
+            data,
+            owner,
+        }),
     })
 }
 
@@ -225,6 +287,7 @@ fn remove_stale_clusters() {
         let Some(pid) = name
             .to_str()
             .and_then(|name| name.strip_prefix("peregrine-pg-"))
+            .and_then(|rest| rest.split('-').next())
         else {
             continue;
         };
