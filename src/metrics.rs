@@ -62,7 +62,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// What the HTTP middleware records.
+/// The metrics the HTTP middleware records.
 #[derive(Clone)]
 pub struct HttpMetrics {
     pub requests: Family<RequestLabels, Counter>,
@@ -71,7 +71,7 @@ pub struct HttpMetrics {
     pub shed: Family<ShedLabels, Counter>,
 }
 
-/// What the store records.
+/// The metrics the store records.
 #[derive(Clone)]
 pub struct StoreMetrics {
     pub queries: Family<QueryLabels, Histogram, fn() -> Histogram>,

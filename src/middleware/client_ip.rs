@@ -65,7 +65,7 @@ pub async fn resolve(
     next.run(request).await
 }
 
-/// The addresses the proxy headers list, left (farthest) to right (nearest): `Forwarded` when
+/// Collects the addresses the proxy headers list, left (farthest) to right (nearest): `Forwarded` when
 /// present, else `X-Forwarded-For`, else `X-Real-IP`. Entries that are not addresses (`unknown`,
 /// obfuscated identifiers) are skipped.
 fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {

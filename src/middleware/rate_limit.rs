@@ -33,7 +33,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Allows `per_second` requests per second per client, with bursts of up to `burst`, and
-    /// starts the task that forgets idle clients.
+    /// starts the task that drops the state of idle clients.
     pub fn start(per_second: NonZeroU32, burst: NonZeroU32, limited: Counter) -> Self {
         let limiter = Arc::new(DefaultKeyedRateLimiter::keyed(
             Quota::per_second(per_second).allow_burst(burst),

@@ -1,5 +1,6 @@
-//! The write timeout: a handler that runs longer than SERVER_WRITE_TIMEOUT is dropped, which
-//! cancels its database work, and the request answers 503.
+//! The write timeout: a handler that runs longer than SERVER_WRITE_TIMEOUT is dropped and the
+//! request gets a 503. Dropping a handler does not stop a statement already sent to the
+//! database; PostgreSQL's statement_timeout, set below this timeout, cancels those.
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use std::io;
 /// SQLite files, the side listeners, logs.
 const RESERVED_DESCRIPTORS: u64 = 256;
 
-/// The fewest client connections the derived limit allows.
+/// Minimum of the derived connection limit.
 const MIN_CONNECTIONS: u64 = 64;
 
 /// Raises the soft open-file limit to the hard limit and returns the new soft limit.
@@ -33,8 +33,8 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// The default connection limit for an open-file limit: all but a reserve, so that accepting
-/// clients cannot starve the database pool of descriptors.
+/// Derives the default connection limit from an open-file limit: all but a reserve, so that
+/// accepting clients cannot starve the database pool of descriptors.
 pub fn default_max_connections(open_file_limit: u64) -> usize {
     let connections = open_file_limit
         .saturating_sub(RESERVED_DESCRIPTORS)

@@ -1,7 +1,7 @@
 //! Shared read connections: a few clients that every request uses at once.
 //!
 //! tokio-postgres pipelines the queries of concurrent callers on one client: each query is
-//! written as soon as it is polled and the answers come back in order, so one connection
+//! written as soon as it is polled and the results come back in order, so one connection
 //! carries many requests' reads without a checkout per request, and PostgreSQL serves a
 //! stream of queries on a few busy backends instead of one query at a time on many.
 //!
@@ -11,9 +11,9 @@
 //! Only the queries in flight on the broken connection fail, and reads retry those on the
 //! pool.
 //!
-//! NOTE: pipelining has head-of-line blocking: a read that waits on a lock holds up every read
-//! queued behind it on the same connection, until the write timeout ends the requests. No
-//! server-side statement timeout bounds such a read yet.
+//! Pipelining has head-of-line blocking: a read that waits on a lock holds up every read
+//! queued behind it on the same connection, until PostgreSQL's statement_timeout
+//! (DB_STATEMENT_TIMEOUT) cancels it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
