@@ -83,6 +83,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
+    /// How the in-flight limit is set: static (MAX_IN_FLIGHT) or adaptive (moved with the
+    /// latency admitted requests see, up to MAX_IN_FLIGHT).
+    #[arg(
+        long,
+        env = "LOAD_SHED",
+        value_name = "LOAD_SHED",
+        default_value = "static"
+    )]
+    pub load_shed: LoadShedMode,
+
     /// Maximum open client connections; past it the server stops accepting until one closes.
     /// Defaults to the open-file limit (raised to its hard limit at start) less 256.
     #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS",
@@ -233,6 +243,13 @@ pub struct Config {
 pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
+}
+
+/// The way the in-flight limit is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadShedMode {
+    Static,
+    Adaptive,
 }
 
 /// Format of log lines.

@@ -68,6 +68,7 @@ pub struct HttpMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Gauge,
+    pub in_flight_limit: Gauge,
     pub shed: Family<ShedLabels, Counter>,
 }
 
@@ -104,6 +105,7 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
+            in_flight_limit: Gauge::default(),
             shed: Family::default(),
         };
         registry.register(
@@ -121,6 +123,11 @@ impl Metrics {
             "http_server_requests_in_flight",
             "HTTP requests being handled now",
             http.in_flight.clone(),
+        );
+        registry.register(
+            "http_server_in_flight_limit",
+            "Current limit on API requests in flight (fixed, or moved by adaptive shedding)",
+            http.in_flight_limit.clone(),
         );
         registry.register(
             "http_server_requests_shed",

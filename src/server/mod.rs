@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, LoadShedMode};
 use crate::http::{self, AppState, MiddlewareConfig};
 use crate::metrics::{Metrics, ShedLabels};
 use crate::middleware::client_ip::TrustedProxies;
@@ -133,6 +133,8 @@ impl Application {
                 reason: "in_flight_limit",
             })
             .clone();
+        let max_in_flight = config.max_in_flight as usize;
+        let limit_gauge = metrics.http.in_flight_limit.clone();
         let rate_limit = config.rate_limit.map(|per_second| {
             let burst = config.rate_limit_burst.unwrap_or(per_second);
             let limited = metrics
@@ -147,7 +149,10 @@ impl Application {
         let middleware = MiddlewareConfig {
             write_timeout: config.server_write_timeout,
             metrics: metrics.http.clone(),
-            in_flight: InFlightLimit::new(config.max_in_flight as usize, shed),
+            in_flight: match config.load_shed {
+                LoadShedMode::Static => InFlightLimit::fixed(max_in_flight, shed, limit_gauge),
+                LoadShedMode::Adaptive => InFlightLimit::adaptive(max_in_flight, shed, limit_gauge),
+            },
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
             rate_limit,
         };

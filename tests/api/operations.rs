@@ -280,3 +280,36 @@ async fn trusted_proxy_names_the_client() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_limit_starts_low_and_is_exported() {
+    let options = Options {
+        args: ["--load-shed", "adaptive", "--max-in-flight", "64"]
+            .map(String::from)
+            .to_vec(),
+        routes: Some(Router::new().route("/test/hold", get(wait_for_release))),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let limit_line = scrape(&app)
+        .await
+        .lines()
+        .find(|line| line.starts_with("http_server_in_flight_limit "))
+        .map(str::to_owned);
+
+    let held: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(app.client.get(app.url("/test/hold")).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let over = app.get("/api/v1/users").await;
+
+    assert_eq!(
+        limit_line.as_deref(),
+        Some("http_server_in_flight_limit 16")
+    );
+    problem(over, 503).await;
+    for request in held {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    app.stop().await;
+}
