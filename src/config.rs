@@ -99,6 +99,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
+    /// Whether PostgreSQL statements are prepared and cached per connection (true), or sent as
+    /// unnamed statements (false), which PgBouncer in transaction pooling mode needs.
+    #[arg(long, env = "DB_PREPARED_STATEMENTS", value_name = "DB_PREPARED_STATEMENTS",
+          default_value_t = true, action = clap::ArgAction::Set)]
+    pub db_prepared_statements: bool,
+
     /// Maximum time a database statement may run before PostgreSQL cancels it; defaults to
     /// nine tenths of SERVER_WRITE_TIMEOUT, so a query never outlives its request.
     #[arg(long, env = "DB_STATEMENT_TIMEOUT", value_name = "DB_STATEMENT_TIMEOUT",
@@ -321,6 +327,7 @@ impl Config {
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.db_max_conns,
+            prepared_statements: self.db_prepared_statements,
             statement_timeout: self
                 .db_statement_timeout
                 .unwrap_or(self.server_write_timeout.mul_f64(0.9)),

@@ -24,6 +24,9 @@ use sqlite::SqliteStore;
 pub struct PoolSettings {
     /// Connections in the PostgreSQL pool.
     pub max_connections: u32,
+    /// Whether PostgreSQL statements are prepared and cached per connection (named), or sent
+    /// unnamed, which PgBouncer's transaction pooling needs.
+    pub prepared_statements: bool,
     /// Time after which PostgreSQL cancels a statement.
     pub statement_timeout: Duration,
     /// Shared, pipelined PostgreSQL connections for reads; 0 sends reads through the pool.

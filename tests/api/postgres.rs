@@ -472,3 +472,43 @@ async fn survives_postgres_restart() {
     assert_eq!(created, 201, "writes recover too");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_serve_every_route() {
+    let options = Options {
+        args: ["--db-prepared-statements", "false"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+
+    let user = app.create_user("Unnamed", "unnamed@example.com").await;
+    let path = format!("/api/v1/users/{}", user["id"]);
+    let read = app.get(&path).await.status();
+    let listed: serde_json::Value = app.get("/api/v1/users").await.json().await.unwrap();
+    let patched = app
+        .client
+        .patch(app.url(&path))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"Renamed"}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let deleted = app
+        .client
+        .delete(app.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .status();
+
+    assert_eq!(read, 200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(patched, 200);
+    assert_eq!(deleted, 204);
+    app.stop().await;
+}

@@ -15,6 +15,7 @@ use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::task::JoinHandle;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -31,14 +32,55 @@ const MIGRATION_LOCK_KEY: i64 = 0x7065_7265_6772_696e;
 /// timeout.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USER_COLUMNS: &str = "id, name, email, created_at";
-const GET_USER: &str = "SELECT id, name, email, created_at FROM users WHERE id = $1";
-const LIST_USERS: &str =
-    "SELECT id, name, email, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2";
+/// A statement and its parameter types, so that it can run prepared or unnamed.
+pub struct Sql {
+    pub text: &'static str,
+    pub types: &'static [Type],
+}
+
+impl Sql {
+    /// Pairs each parameter with its type, as unnamed statements need.
+    fn typed<'a>(&self, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+        params
+            .iter()
+            .copied()
+            .zip(self.types.iter().cloned())
+            .collect()
+    }
+}
+
+const CREATE_USER: Sql = Sql {
+    text: "INSERT INTO users (name, email, email_lower) VALUES ($1, $2, $3) \
+           RETURNING id, name, email, created_at",
+    types: &[Type::TEXT, Type::TEXT, Type::TEXT],
+};
+const GET_USER: Sql = Sql {
+    text: "SELECT id, name, email, created_at FROM users WHERE id = $1",
+    types: &[Type::INT8],
+};
+const LIST_USERS: Sql = Sql {
+    text: "SELECT id, name, email, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+    types: &[Type::INT8, Type::INT8],
+};
+/// The reads that run on the shared clients.
+const READS: [&Sql; 2] = [&GET_USER, &LIST_USERS];
+const UPDATE_USER: Sql = Sql {
+    text: "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
+           email_lower = COALESCE($4, email_lower), updated_at = now() \
+           WHERE id = $1 RETURNING id, name, email, created_at",
+    types: &[Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT],
+};
+const DELETE_USER: Sql = Sql {
+    text: "DELETE FROM users WHERE id = $1 RETURNING id",
+    types: &[Type::INT8],
+};
 
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Whether statements are prepared (named, cached per connection) or sent unnamed, as
+    /// PgBouncer's transaction pooling needs.
+    prepared_statements: bool,
     pool_wait: Histogram,
     /// `None` when reads use the pool (DB_READ_CLIENTS=0).
     reads: Option<Arc<SharedReads>>,
@@ -117,6 +159,7 @@ impl PostgresStore {
             .context("failed to build the PostgreSQL pool")?;
 
         let mut store = PostgresStore {
+            prepared_statements: limits.prepared_statements,
             pool,
             pool_wait,
             reads: None,
@@ -244,56 +287,20 @@ impl PostgresStore {
     }
 
     pub async fn create_user(&self, user: &NewUser) -> Result<User, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO users (name, email, email_lower) VALUES ($1, $2, $3) \
-                 RETURNING {USER_COLUMNS}"
-            ))
-            .await
-            .map_err(classify)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &user.name.as_str(),
-                    &user.email.as_str(),
-                    &user.email.lowercase(),
-                ],
-            )
-            .await
-            .map_err(classify)?;
-        user_from_row(&row)
+        let params: [&(dyn ToSql + Sync); 3] = [
+            &user.name.as_str(),
+            &user.email.as_str(),
+            &user.email.lowercase(),
+        ];
+        let rows = self.pooled(&CREATE_USER, &params).await?;
+        rows.first()
+            .map_or(Err(StoreError::NotFound), user_from_row)
     }
 
     pub async fn get_user(&self, id: UserId) -> Result<User, StoreError> {
-        if let Some(shared) = self.reads.as_ref().and_then(|reads| reads.pick()) {
-            let row = match shared.statements().await {
-                Ok(statements) => {
-                    shared
-                        .client
-                        .query_opt(&statements.get_user, &[&id.get()])
-                        .await
-                }
-                Err(err) => Err(err),
-            };
-            match row {
-                Ok(row) => return row.map_or(Err(StoreError::NotFound), |row| user_from_row(&row)),
-                Err(err) if is_unavailable(&err) => log_shared_read_retry(&err),
-                Err(err) => return Err(classify(err)),
-            }
-        }
-
-        let client = self.client().await?;
-        let statement = client.prepare_cached(GET_USER).await.map_err(classify)?;
-        match client
-            .query_opt(&statement, &[&id.get()])
-            .await
-            .map_err(classify)?
-        {
-            Some(row) => user_from_row(&row),
-            None => Err(StoreError::NotFound),
-        }
+        let rows = self.read(&GET_USER, &[&id.get()]).await?;
+        rows.first()
+            .map_or(Err(StoreError::NotFound), user_from_row)
     }
 
     pub async fn list_users(
@@ -302,70 +309,77 @@ impl PostgresStore {
         limit: u32,
     ) -> Result<Vec<User>, StoreError> {
         let after = after.map_or(0, UserId::get);
-        let limit = i64::from(limit);
-        if let Some(shared) = self.reads.as_ref().and_then(|reads| reads.pick()) {
-            let rows = match shared.statements().await {
-                Ok(statements) => {
-                    shared
-                        .client
-                        .query(&statements.list_users, &[&after, &limit])
-                        .await
-                }
-                Err(err) => Err(err),
-            };
-            match rows {
-                Ok(rows) => return rows.iter().map(user_from_row).collect(),
-                Err(err) if is_unavailable(&err) => log_shared_read_retry(&err),
-                Err(err) => return Err(classify(err)),
-            }
-        }
-
-        let client = self.client().await?;
-        let statement = client.prepare_cached(LIST_USERS).await.map_err(classify)?;
-        let rows = client
-            .query(&statement, &[&after, &limit])
-            .await
-            .map_err(classify)?;
+        let rows = self.read(&LIST_USERS, &[&after, &i64::from(limit)]).await?;
         rows.iter().map(user_from_row).collect()
     }
 
     pub async fn update_user(&self, id: UserId, patch: &UserPatch) -> Result<User, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
-                 email_lower = COALESCE($4, email_lower), updated_at = now() \
-                 WHERE id = $1 RETURNING {USER_COLUMNS}"
-            ))
-            .await
-            .map_err(classify)?;
         let name = patch.name.as_ref().map(|name| name.as_str());
         let email = patch.email.as_ref().map(|email| email.as_str());
         let email_lower = patch.email.as_ref().map(|email| email.lowercase());
-        match client
-            .query_opt(&statement, &[&id.get(), &name, &email, &email_lower])
-            .await
-            .map_err(classify)?
-        {
-            Some(row) => user_from_row(&row),
-            None => Err(StoreError::NotFound),
-        }
+        let rows = self
+            .pooled(&UPDATE_USER, &[&id.get(), &name, &email, &email_lower])
+            .await?;
+        rows.first()
+            .map_or(Err(StoreError::NotFound), user_from_row)
     }
 
     pub async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("DELETE FROM users WHERE id = $1")
-            .await
-            .map_err(classify)?;
-        match client
-            .execute(&statement, &[&id.get()])
-            .await
-            .map_err(classify)?
-        {
+        match self.pooled(&DELETE_USER, &[&id.get()]).await?.len() {
             0 => Err(StoreError::NotFound),
             _ => Ok(()),
         }
+    }
+
+    /// Runs a read on a shared client, or on the pool when reads use the pool or every shared
+    /// client is down. Reads are idempotent, so a read whose shared connection was lost is
+    /// retried once on the pool while the shared slot is replaced.
+    async fn read(
+        &self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        if let Some(shared) = self.reads.as_ref().and_then(|reads| reads.pick()) {
+            let rows = if self.prepared_statements {
+                match shared.statements().await {
+                    Ok(statements) => shared.client.query(statements.get(sql), params).await,
+                    Err(err) => Err(err),
+                }
+            } else {
+                shared
+                    .client
+                    .query_typed(sql.text, &sql.typed(params))
+                    .await
+            };
+            match rows {
+                Ok(rows) => return Ok(rows),
+                Err(err) if is_unavailable(&err) => {
+                    tracing::warn!(error = %err, "shared read connection lost; retrying the read on the pool");
+                }
+                Err(err) => return Err(classify(err)),
+            }
+        }
+        self.pooled(sql, params).await
+    }
+
+    /// Runs a statement on a pooled connection: prepared and cached on that connection, or,
+    /// with DB_PREPARED_STATEMENTS=false, as an unnamed statement.
+    async fn pooled(
+        &self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let rows = if self.prepared_statements {
+            let statement = client
+                .prepare_typed_cached(sql.text, sql.types)
+                .await
+                .map_err(classify)?;
+            client.query(&statement, params).await
+        } else {
+            client.query_typed(sql.text, &sql.typed(params)).await
+        };
+        rows.map_err(classify)
     }
 
     pub fn close(&self) {
@@ -386,10 +400,4 @@ fn user_from_row(row: &Row) -> Result<User, StoreError> {
         })
     };
     read().map_err(|err| StoreError::Internal(err.into()))
-}
-
-/// Reads are idempotent, so a read whose shared connection was lost is retried once on the
-/// pool; the shared slot is being replaced meanwhile.
-fn log_shared_read_retry(err: &tokio_postgres::Error) {
-    tracing::warn!(error = %err, "shared read connection lost; retrying the read on the pool");
 }

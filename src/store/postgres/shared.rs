@@ -23,7 +23,7 @@ use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Statement};
 
-use super::{Connector, GET_USER, LIST_USERS};
+use super::{Connector, READS, Sql};
 
 /// A shared client and the read statements prepared on its connection.
 pub struct ReadClient {
@@ -31,10 +31,18 @@ pub struct ReadClient {
     statements: OnceCell<ReadStatements>,
 }
 
-/// The statements reads run, prepared once per connection.
-pub struct ReadStatements {
-    pub get_user: Statement,
-    pub list_users: Statement,
+/// The statements of [`READS`], prepared once per connection.
+pub struct ReadStatements(Vec<(&'static str, Statement)>);
+
+impl ReadStatements {
+    /// Returns the prepared statement for `sql`, which must be one of [`READS`].
+    pub fn get(&self, sql: &Sql) -> &Statement {
+        self.0
+            .iter()
+            .find(|(text, _)| *text == sql.text)
+            .map(|(_, statement)| statement)
+            .expect("every read on a shared client is listed in READS")
+    }
 }
 
 impl ReadClient {
@@ -42,10 +50,14 @@ impl ReadClient {
     pub async fn statements(&self) -> Result<&ReadStatements, tokio_postgres::Error> {
         self.statements
             .get_or_try_init(|| async {
-                Ok(ReadStatements {
-                    get_user: self.client.prepare(GET_USER).await?,
-                    list_users: self.client.prepare(LIST_USERS).await?,
-                })
+                let mut statements = Vec::with_capacity(READS.len());
+                for sql in READS {
+                    statements.push((
+                        sql.text,
+                        self.client.prepare_typed(sql.text, sql.types).await?,
+                    ));
+                }
+                Ok(ReadStatements(statements))
             })
             .await
     }
