@@ -42,7 +42,11 @@ SERVERS = (
         label="peregrine (Rust)",
         scenarios=ALL_SCENARIOS,
         command=(str(PEREGRINE_BINARY),),
-        env={"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s"},
+        # The metrics and admin listeners default to fixed ports (the metrics one on every
+        # address), so they move to free loopback ports, where no other process can collide
+        # with them. Versions without these listeners ignore the variables.
+        env={"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s",
+             "METRICS_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "127.0.0.1:0"},
         port_variable="SERVER_PORT",
     ),
     ServerSpec(
