@@ -26,7 +26,7 @@ class ServerSpec:
     name: str
     label: str
     scenarios: tuple[str, ...]
-    # Builds the command line from the port and the database URL.
+    # The port and the database URL go in through the environment, not the command line.
     command: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     # The environment variable that takes the port.
@@ -86,7 +86,7 @@ SERVERS_BY_NAME = {spec.name: spec for spec in SERVERS}
 
 
 class ServerFailed(Exception):
-    """A server did not start, did not become ready or answered wrongly."""
+    """A server did not start, did not become ready or responded incorrectly."""
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
@@ -127,7 +127,7 @@ class RunningServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.started_at = time.monotonic()
-            # taskset executes the server in its own place, so the PID is the server's.
+            # taskset replaces itself with the server (exec), so the PID is the server's.
             # A new session keeps a Ctrl-C in the terminal from reaching the server before
             # the runner stops it.
             self.process = subprocess.Popen(
@@ -147,7 +147,7 @@ class RunningServer:
             if self.process.poll() is not None:
                 raise ServerFailed(
                     f"{self.spec.name} exited with status {self.process.returncode} before it "
-                    f"answered GET /; its log: {self.log_path}\n{self.log_tail()}"
+                    f"responded to GET /; its log: {self.log_path}\n{self.log_tail()}"
                 )
             try:
                 status, _, _ = http_get(self.port, "/", timeout=1.0)
@@ -157,7 +157,7 @@ class RunningServer:
                 pass
             time.sleep(poll_seconds)
         raise ServerFailed(
-            f"{self.spec.name} did not answer 200 on GET / within {timeout_seconds:.0f} s; "
+            f"{self.spec.name} did not return 200 on GET / within {timeout_seconds:.0f} s; "
             f"its log: {self.log_path}\n{self.log_tail()}"
         )
 
