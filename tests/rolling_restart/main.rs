@@ -304,27 +304,26 @@ async fn create_user(client: &reqwest::Client, base: &str, worker: u64, n: u64, 
         .json(&body)
         .send()
         .await;
-    let (status, body) = match read_response(sent, load).await {
-        Ok(response) => response,
-        Err(err) => return load.fail(&request, err),
-    };
-    match (status, json_id(&body)) {
-        (201, Some(id)) => {
-            load.created.lock().unwrap().push((id, email));
-            load.creates.fetch_add(1, Ordering::Relaxed);
-        }
-        _ => load.fail(&request, format!("{status} {body}")),
+    match read_reply(sent, load).await {
+        Ok(reply) => match (reply.status, reply.id()) {
+            (201, Some(id)) => {
+                load.created.lock().unwrap().push((id, email));
+                load.creates.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => load.fail(&request, reply.describe()),
+        },
+        Err(err) => load.fail(&request, err),
     }
 }
 
 async fn read_user(client: &reqwest::Client, base: &str, id: i64, load: &Load) {
     let request = format!("GET /api/v1/users/{id}");
     let sent = client.get(format!("{base}/api/v1/users/{id}")).send().await;
-    match read_response(sent, load).await {
-        Ok((200, body)) if json_id(&body) == Some(id) => {
+    match read_reply(sent, load).await {
+        Ok(reply) if reply.status == 200 && reply.id() == Some(id) => {
             load.reads.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((status, body)) => load.fail(&request, format!("{status} {body}")),
+        Ok(reply) => load.fail(&request, reply.describe()),
         Err(err) => load.fail(&request, err),
     }
 }
@@ -332,22 +331,44 @@ async fn read_user(client: &reqwest::Client, base: &str, id: i64, load: &Load) {
 async fn read_missing(client: &reqwest::Client, base: &str, id: u64, load: &Load) {
     let request = format!("GET /api/v1/users/{id}");
     let sent = client.get(format!("{base}/api/v1/users/{id}")).send().await;
-    match read_response(sent, load).await {
-        Ok((404, _)) => {
+    match read_reply(sent, load).await {
+        Ok(reply) if reply.status == 404 => {
             load.misses.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((status, body)) => load.fail(&request, format!("{status} {body}")),
+        Ok(reply) => load.fail(&request, reply.describe()),
         Err(err) => load.fail(&request, err),
     }
 }
 
-/// Reads a response's status and body, and records the upstream that served it. The body
-/// comes back with the upstream appended, for failure messages. A socket error, before or
-/// during the body, is the error.
-async fn read_response(
+/// A response read in full, with the replica nginx sent the request to.
+struct Reply {
+    status: u16,
+    body: String,
+    /// The X-Upstream header nginx adds: the replica's address, or "none".
+    upstream: String,
+}
+
+impl Reply {
+    /// Returns the `id` member of a JSON body, if there is one.
+    fn id(&self) -> Option<i64> {
+        let json: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        json["id"].as_i64()
+    }
+
+    /// Describes the reply on one line, for a failure message.
+    fn describe(&self) -> String {
+        let body: Vec<&str> = self.body.split_whitespace().collect();
+        let body: String = body.join(" ").chars().take(300).collect();
+        format!("{} from {}: {body}", self.status, self.upstream)
+    }
+}
+
+/// Reads a response in full and records the replica that served it. A socket error, before
+/// or during the body, is the error.
+async fn read_reply(
     sent: reqwest::Result<reqwest::Response>,
     load: &Load,
-) -> Result<(u16, String), String> {
+) -> Result<Reply, String> {
     let response = sent.map_err(|err| format!("socket error: {err:?}"))?;
     let status = response.status().as_u16();
     let upstream = response
@@ -361,16 +382,11 @@ async fn read_response(
         .await
         .map_err(|err| format!("{status} from {upstream}, then a socket error: {err:?}"))?;
     load.served_by.lock().unwrap().insert(upstream.clone());
-    Ok((status, format!("{body} (upstream {upstream})")))
-}
-
-fn json_id(body: &str) -> Option<i64> {
-    let json = body
-        .rsplit_once(" (upstream ")
-        .map_or(body, |(json, _)| json);
-    serde_json::from_str::<serde_json::Value>(json)
-        .ok()
-        .and_then(|user| user["id"].as_i64())
+    Ok(Reply {
+        status,
+        body,
+        upstream,
+    })
 }
 
 /// Keeps nginx's upstream equal to the ready replicas among `members` until `stop` is set, and
