@@ -9,6 +9,9 @@
   as a recording rule to OUTPUT, so that `promtool check rules OUTPUT` parses it.
 
 Usage: check_queries.py OUTPUT. Exits 1 with one line per problem.
+
+With `--scraped FILE`, it checks instead that FILE, a /metrics page of a running peregrine,
+has a sample of every metric in EXPORTED.
 """
 
 import json
@@ -101,9 +104,25 @@ def substitute(expr):
     return expr
 
 
+def check_scraped(page):
+    """Exit 1, naming them, unless every exported metric has a sample on the page."""
+    sampled = {line.split("{")[0].split(" ")[0] for line in page.splitlines()
+               if line and not line.startswith("#")}
+    missing = []
+    for name in sorted(EXPORTED):
+        if name not in sampled and f"{name}_bucket" not in sampled:
+            missing.append(name)
+    for name in missing:
+        print(f"no sample of {name} on the /metrics page")
+    print(f"{len(EXPORTED) - len(missing)} of {len(EXPORTED)} exported metrics on the /metrics page")
+    sys.exit(1 if missing else 0)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--scraped":
+        check_scraped(Path(sys.argv[2]).read_text())
     if len(sys.argv) != 2:
-        sys.exit("usage: check_queries.py OUTPUT")
+        sys.exit("usage: check_queries.py OUTPUT, or check_queries.py --scraped FILE")
     output = Path(sys.argv[1])
     problems = []
 
