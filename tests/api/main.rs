@@ -9,5 +9,6 @@ mod input;
 mod middleware;
 mod operations;
 mod postgres;
+mod postgres_connect;
 mod shutdown;
 mod users;

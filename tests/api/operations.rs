@@ -108,7 +108,7 @@ async fn over_limit_is_shed_but_probes_are_not() {
         ..Options::default()
     };
     let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
-    let held = tokio::spawn(app.client.get(app.url("/test/hold")).send());
+    let holding = tokio::spawn(app.client.get(app.url("/test/hold")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let started = std::time::Instant::now();
@@ -131,7 +131,7 @@ async fn over_limit_is_shed_but_probes_are_not() {
         text.contains(r#"http_server_requests_shed_total{reason="in_flight_limit"} 1"#),
         "{text}"
     );
-    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    assert_eq!(holding.await.unwrap().unwrap().status(), 200);
     app.stop().await;
 }
 
@@ -297,7 +297,7 @@ async fn adaptive_limit_starts_low_and_is_exported() {
         .find(|line| line.starts_with("http_server_in_flight_limit "))
         .map(str::to_owned);
 
-    let held: Vec<_> = (0..16)
+    let holding_requests: Vec<_> = (0..16)
         .map(|_| tokio::spawn(app.client.get(app.url("/test/hold")).send()))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -308,7 +308,7 @@ async fn adaptive_limit_starts_low_and_is_exported() {
         Some("http_server_in_flight_limit 16")
     );
     problem(over, 503).await;
-    for request in held {
+    for request in holding_requests {
         assert_eq!(request.await.unwrap().unwrap().status(), 200);
     }
     app.stop().await;

@@ -87,23 +87,7 @@ impl TestApp {
             (None, Backend::Postgres) => postgres::server()?.create_database().await,
         };
 
-        let mut args: Vec<String> = [
-            "peregrine",
-            "--server-host",
-            "127.0.0.1",
-            "--server-port",
-            "0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        args.extend(["--database-url".to_owned(), database_url.clone()]);
-        args.extend(options.args);
-        let config = Config::try_parse_from(&args).expect("test settings parse");
+        let config = test_config(&database_url, &options.args).expect("test settings parse");
 
         let app = Application::build_with_routes(config, options.routes.unwrap_or_default())
             .await
@@ -171,6 +155,33 @@ impl TestApp {
                 .expect("server stops cleanly");
         }
     }
+}
+
+/// Parses the settings of an in-process test server: loopback, ephemeral ports for all three
+/// listeners, the given database, then `extra` flags.
+pub fn test_config(database_url: &str, extra: &[String]) -> Result<Config, clap::Error> {
+    let mut args: Vec<&str> = vec![
+        "peregrine",
+        "--server-host",
+        "127.0.0.1",
+        "--server-port",
+        "0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    Config::try_parse_from(args)
+}
+
+/// Builds (but does not run) a server on `database_url` with `extra` flags, returning the
+/// start-up error instead of failing the test.
+pub async fn build_application(database_url: &str, extra: &[&str]) -> anyhow::Result<Application> {
+    let extra: Vec<String> = extra.iter().map(|flag| flag.to_string()).collect();
+    Application::build(test_config(database_url, &extra)?).await
 }
 
 /// Reads a problem+json response, checking its content type and the members every problem has.
