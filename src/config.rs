@@ -83,8 +83,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
-    /// How the in-flight limit is set: static (MAX_IN_FLIGHT) or adaptive (moved with the
-    /// latency admitted requests see, up to MAX_IN_FLIGHT).
+    /// Mode of the in-flight limit: static (MAX_IN_FLIGHT) or adaptive (moved with the latency
+    /// admitted requests see, up to MAX_IN_FLIGHT).
     #[arg(
         long,
         env = "LOAD_SHED",

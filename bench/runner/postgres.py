@@ -118,7 +118,7 @@ def run_as_postgres(command: list[str], log: Path) -> None:
 
 def prepare_schema(peregrine: Path, url: str) -> None:
     """Create the users table with `peregrine migrate` and seed USER_COUNT users, unless the
-    database already holds exactly users 1 to USER_COUNT."""
+    database already contains exactly users 1 to USER_COUNT."""
     subprocess.run([str(peregrine), "migrate"], check=True, capture_output=True,
                    env={**os.environ, "DATABASE_URL": url + "?sslmode=disable"})
 
@@ -129,7 +129,7 @@ def prepare_schema(peregrine: Path, url: str) -> None:
     seeded = int(psql(url, f"SELECT count(*) FROM users WHERE id BETWEEN 1 AND {USER_COUNT}"))
     if count != USER_COUNT or seeded != USER_COUNT:
         raise RuntimeError(
-            f"the users table at {url} holds {count} rows, {seeded} of them with ids 1 to "
+            f"the users table at {url} contains {count} rows, {seeded} of them with ids 1 to "
             f"{USER_COUNT}; the benchmark needs exactly users 1 to {USER_COUNT}: point "
             "BENCH_DATABASE_URL at an empty database"
         )

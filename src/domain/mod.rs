@@ -1,5 +1,5 @@
-//! Plain value types with validating constructors. Nothing here does I/O or knows HTTP or
-//! SQL: a value that exists has passed its checks.
+//! Plain value types with validating constructors. Nothing here does I/O or depends on HTTP
+//! or SQL, and a value that exists has passed its checks.
 
 mod user;
 

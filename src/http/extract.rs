@@ -23,8 +23,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json(request.headers()) {
             let sent = request.headers().get(header::CONTENT_TYPE);
-            let shown = sent.map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-            return Err(ApiError::UnsupportedMediaType(shown));
+            let content_type =
+                sent.map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+            return Err(ApiError::UnsupportedMediaType(content_type));
         }
         let limit = state.body_limit;
         let declared = request
@@ -92,8 +93,8 @@ impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let invalid = |shown: &str, reason: &dyn std::fmt::Display| {
-            ApiError::BadRequest(format!("invalid user id {shown:?}: {reason}"))
+        let invalid = |segment: &str, reason: &dyn std::fmt::Display| {
+            ApiError::BadRequest(format!("invalid user id {segment:?}: {reason}"))
         };
         let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await

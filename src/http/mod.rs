@@ -49,7 +49,7 @@ pub struct MiddlewareConfig {
 ///
 /// `GET /` is the bare baseline the benchmarks measure, so it sits outside the middleware.
 /// Every other route, `extra` included, and the fallback for unknown paths run through the
-/// full stack. Load shedding guards the API only, so probes answer under any load.
+/// full stack. Load shedding guards the API only, so probes respond under any load.
 pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>) -> Router {
     let probes = Router::new()
         .route("/livez", get(probes::live))

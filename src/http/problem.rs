@@ -61,8 +61,8 @@ pub enum ApiError {
 pub struct Problem {
     pub status: StatusCode,
     pub body_prefix: Cow<'static, str>,
-    /// What the access log records about the error: the cause of a server error, which is
-    /// never sent to the client, or the detail of a client error.
+    /// The text the access log records: the cause of a server error, which is never sent to
+    /// the client, or the detail of a client error.
     pub cause: Option<String>,
 }
 

@@ -22,13 +22,13 @@ use crate::http::problem::ApiError;
 
 /// Length of the window over which the adaptive limit averages latency.
 const WINDOW: Duration = Duration::from_millis(100);
-/// Fewest samples a window needs before it moves the limit.
+/// Minimum samples in a window before it moves the limit.
 const MIN_SAMPLES: u32 = 10;
 /// Average latency, as a multiple of the unloaded latency, above which the limit shrinks.
 const TOLERANCE: f64 = 2.0;
 /// Factor the limit shrinks by when latency is over the tolerance.
 const BACKOFF: f64 = 0.9;
-/// The smallest adaptive limit.
+/// Minimum of the adaptive limit.
 const MIN_ADAPTIVE_LIMIT: f64 = 16.0;
 /// Growth per window of the unloaded-latency estimate, so it follows a workload that became
 /// slower for good instead of shedding forever.
@@ -79,8 +79,8 @@ impl InFlightLimit {
         }
     }
 
-    /// Feeds an admitted request's latency to the adaptive controller. Samples that arrive
-    /// while another request holds the controller are dropped rather than waited for.
+    /// Feeds an admitted request's latency to the adaptive controller. A sample that arrives
+    /// while another request has the controller locked is dropped rather than waited for.
     fn record(&self, latency: Duration, in_flight: usize) {
         let Some(controller) = &self.controller else {
             return;
@@ -124,9 +124,9 @@ impl Drop for Admitted<'_> {
 ///
 /// Every 100 ms window compares the admitted requests' average latency with the unloaded
 /// latency (the lowest window average seen, drifting up 1% a window). Over twice that, requests
-/// are queueing somewhere (CPU, database), so the limit shrinks by a tenth; otherwise, if the
-/// window used at least half the limit, it grows by its square root, which probes for capacity
-/// quickly at small limits and gently at large ones.
+/// are queueing somewhere (CPU, database), so the limit shrinks by a tenth. Otherwise, if the
+/// window used at least half the limit, the limit grows by its square root. That probes for
+/// capacity quickly at small limits and gently at large ones.
 struct Controller {
     limit: f64,
     max: f64,

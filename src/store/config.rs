@@ -70,7 +70,7 @@ impl DatabaseConfig {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut ssl_mode = default_ssl_mode;
         let mut ssl_root_cert = default_root_cert;
-        let mut kept = Vec::new();
+        let mut other_parameters = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             match pair.split_once('=') {
                 Some(("sslmode", value)) => {
@@ -81,13 +81,13 @@ impl DatabaseConfig {
                     })?;
                 }
                 Some(("sslrootcert", value)) => ssl_root_cert = Some(PathBuf::from(value)),
-                _ => kept.push(pair),
+                _ => other_parameters.push(pair),
             }
         }
-        let remaining = if kept.is_empty() {
+        let remaining = if other_parameters.is_empty() {
             base.to_owned()
         } else {
-            format!("{base}?{}", kept.join("&"))
+            format!("{base}?{}", other_parameters.join("&"))
         };
         let config = tokio_postgres::Config::from_str(&remaining)
             .map_err(|err| invalid(format!("not a valid PostgreSQL URL: {err}")))?;

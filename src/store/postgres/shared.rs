@@ -1,7 +1,7 @@
 //! Shared read connections: a few clients that every request uses at once.
 //!
 //! tokio-postgres pipelines the queries of concurrent callers on one client: each query is
-//! written as soon as it is polled and the results come back in order, so one connection
+//! written as soon as it is polled, and the results come back in order. So one connection
 //! carries many requests' reads without a checkout per request, and PostgreSQL serves a
 //! stream of queries on a few busy backends instead of one query at a time on many.
 //!
