@@ -14,6 +14,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use reqwest::Url;
+
+use crate::auth::{AuthSettings, JwksSource, JwtSettings};
 use crate::store::{DatabaseConfig, PoolSettings, SslMode};
 
 /// The service's configuration, parsed once at start.
@@ -27,12 +30,13 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address the public HTTP listener binds to.
+    /// Address the public HTTP listener binds to. Any address other than loopback needs
+    /// token validation (AUTH_JWKS_URL or AUTH_JWKS_FILE) or AUTH_MODE=none.
     #[arg(
         long,
         env = "SERVER_HOST",
         value_name = "SERVER_HOST",
-        default_value = "0.0.0.0"
+        default_value = "127.0.0.1"
     )]
     pub server_host: IpAddr,
 
@@ -225,6 +229,46 @@ pub struct Config {
           default_value = "0s", value_parser = parse_duration)]
     pub shutdown_drain_delay: Duration,
 
+    /// Authentication of API requests: jwt (bearer tokens checked against the JWKS) or none.
+    /// Unset means jwt when AUTH_JWKS_URL or AUTH_JWKS_FILE is set, otherwise none, which is
+    /// allowed only with a loopback SERVER_HOST.
+    #[arg(long, env = "AUTH_MODE", value_name = "AUTH_MODE")]
+    pub auth_mode: Option<AuthMode>,
+
+    /// URL of the JWKS document with the token signing keys: https, or http on a loopback
+    /// host.
+    #[arg(long, env = "AUTH_JWKS_URL", value_name = "AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// File with the JWKS document, in place of AUTH_JWKS_URL; re-read at every refresh.
+    #[arg(long, env = "AUTH_JWKS_FILE", value_name = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+
+    /// The iss claim every token must carry; required with token validation.
+    #[arg(long, env = "AUTH_ISSUER", value_name = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// The value the aud claim of every token must contain; required with token validation.
+    #[arg(long, env = "AUTH_AUDIENCE", value_name = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// Clock skew allowed when checking a token's exp and nbf claims, in whole seconds.
+    #[arg(long, env = "AUTH_LEEWAY", value_name = "AUTH_LEEWAY", default_value = "30s",
+          value_parser = parse_duration)]
+    pub auth_leeway: Duration,
+
+    /// Interval between background refreshes of the JWKS.
+    #[arg(long, env = "AUTH_JWKS_REFRESH_INTERVAL", value_name = "AUTH_JWKS_REFRESH_INTERVAL",
+          default_value = "5m", value_parser = parse_duration)]
+    pub auth_jwks_refresh_interval: Duration,
+
+    /// Minimum time between two fetches of the JWKS; a token with an unknown kid triggers a
+    /// fetch at most this often.
+    #[arg(long, env = "AUTH_JWKS_MIN_REFRESH_INTERVAL",
+          value_name = "AUTH_JWKS_MIN_REFRESH_INTERVAL", default_value = "10s",
+          value_parser = parse_duration)]
+    pub auth_jwks_min_refresh_interval: Duration,
+
     /// Log format: text or json.
     #[arg(
         long,
@@ -249,6 +293,17 @@ pub struct Config {
 pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Mint a bearer token from a local private key, for development and tests.
+    Token(crate::auth::token::TokenArgs),
+}
+
+/// The authentication of API requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Bearer tokens verified against AUTH_JWKS_URL or AUTH_JWKS_FILE.
+    Jwt,
+    /// No authentication: every request is served as an administrator.
+    None,
 }
 
 /// The way the in-flight limit is chosen.
@@ -289,7 +344,72 @@ impl Config {
                 });
             }
         }
+        self.auth_settings()?;
         Ok(())
+    }
+
+    /// Returns the authentication these settings select, or why they are inconsistent.
+    pub fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {
+        let error = |variable, reason: String| ConfigError { variable, reason };
+        let source = match (&self.auth_jwks_url, &self.auth_jwks_file) {
+            (Some(_), Some(_)) => {
+                let reason = "is set together with AUTH_JWKS_URL; set only one of them";
+                return Err(error("AUTH_JWKS_FILE", reason.to_owned()));
+            }
+            (Some(url), None) => Some(JwksSource::Url(parse_jwks_url(url)?)),
+            (None, Some(path)) => Some(JwksSource::File(path.clone())),
+            (None, None) => None,
+        };
+
+        let Some(source) = source else {
+            return match self.auth_mode {
+                Some(AuthMode::None) => Ok(AuthSettings::Disabled { explicit: true }),
+                Some(AuthMode::Jwt) => Err(error(
+                    "AUTH_JWKS_URL",
+                    "is missing, and AUTH_MODE is jwt: set AUTH_JWKS_URL or AUTH_JWKS_FILE"
+                        .to_owned(),
+                )),
+                None if self.server_host.is_loopback() => {
+                    Ok(AuthSettings::Disabled { explicit: false })
+                }
+                None => Err(error(
+                    "SERVER_HOST",
+                    format!(
+                        "{} is not a loopback address, and no token validation is configured: \
+                         set AUTH_JWKS_URL (or AUTH_JWKS_FILE), AUTH_ISSUER and AUTH_AUDIENCE, \
+                         or set AUTH_MODE=none to serve the API without authentication",
+                        self.server_host
+                    ),
+                )),
+            };
+        };
+        if self.auth_mode == Some(AuthMode::None) {
+            let reason = "is none, but AUTH_JWKS_URL or AUTH_JWKS_FILE is set: unset the JWKS \
+                          source, or set AUTH_MODE=jwt";
+            return Err(error("AUTH_MODE", reason.to_owned()));
+        }
+        let required = |variable, value: &Option<String>| match value.as_deref().map(str::trim) {
+            Some(value) if !value.is_empty() => Ok(value.to_owned()),
+            _ => Err(error(
+                variable,
+                "is missing, and token validation needs it".to_owned(),
+            )),
+        };
+        if self.auth_jwks_refresh_interval < Duration::from_secs(1) {
+            let reason = format!(
+                "{:?} is shorter than the minimum of 1s",
+                self.auth_jwks_refresh_interval
+            );
+            return Err(error("AUTH_JWKS_REFRESH_INTERVAL", reason));
+        }
+        Ok(AuthSettings::Jwt(JwtSettings {
+            source,
+            issuer: required("AUTH_ISSUER", &self.auth_issuer)?,
+            audience: required("AUTH_AUDIENCE", &self.auth_audience)?,
+            leeway: self.auth_leeway,
+            refresh_interval: self.auth_jwks_refresh_interval,
+            min_refresh_interval: self.auth_jwks_min_refresh_interval,
+        }))
     }
 
     /// Returns the public listener's address.
@@ -386,6 +506,39 @@ fn parse_networks(value: &str) -> Result<Networks, String> {
     Ok(Networks(networks))
 }
 
+/// Parses AUTH_JWKS_URL: https, or http when the host is loopback, where no one else can
+/// see or change the keys in transit.
+fn parse_jwks_url(value: &str) -> Result<Url, ConfigError> {
+    let error = |reason: String| ConfigError {
+        variable: "AUTH_JWKS_URL",
+        reason,
+    };
+    let url = Url::parse(value).map_err(|err| error(format!("{value:?} is not a URL: {err}")))?;
+    let Some(host) = url.host_str() else {
+        return Err(error(format!("{value:?} has no host")));
+    };
+    // An IPv6 host keeps its brackets in host_str.
+    let loopback = match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        Ok(address) => address.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(error(format!(
+            "{value:?} uses http on a host that is not loopback; use https, so that the keys \
+             cannot be changed in transit"
+        ))),
+        scheme => Err(error(format!(
+            "{value:?} has the scheme {scheme}; expected https (or http on a loopback host)"
+        ))),
+    }
+}
+
 /// Parses a duration such as `5s`, `250ms` or `2m`; a bare number is rejected because its unit
 /// would be a guess.
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -445,6 +598,125 @@ mod tests {
         assert!(parse_networks("").unwrap().0.is_empty());
         assert!(parse_networks("10.0.0.0/33").is_err());
         assert!(parse_networks("proxy.example").is_err());
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Config::try_parse_from([&["peregrine"], args].concat()).expect("settings parse")
+    }
+
+    #[test]
+    fn auth_off_on_loopback_without_jwks() {
+        let settings = config(&["--server-host", "127.0.0.1"]).auth_settings();
+        assert!(matches!(
+            settings,
+            Ok(AuthSettings::Disabled { explicit: false })
+        ));
+        let settings = config(&["--server-host", "::1"]).auth_settings();
+        assert!(matches!(
+            settings,
+            Ok(AuthSettings::Disabled { explicit: false })
+        ));
+    }
+
+    #[test]
+    fn auth_required_on_other_addresses() {
+        let err = config(&["--server-host", "0.0.0.0"])
+            .auth_settings()
+            .unwrap_err();
+        assert_eq!(err.variable, "SERVER_HOST");
+        assert!(err.reason.contains("AUTH_JWKS_URL"), "{}", err.reason);
+        assert!(err.reason.contains("AUTH_MODE=none"), "{}", err.reason);
+        let settings = config(&["--server-host", "0.0.0.0", "--auth-mode", "none"]).auth_settings();
+        assert!(matches!(
+            settings,
+            Ok(AuthSettings::Disabled { explicit: true })
+        ));
+    }
+
+    #[test]
+    fn auth_jwt_implied_by_jwks_source() {
+        let settings = config(&[
+            "--server-host",
+            "0.0.0.0",
+            "--auth-jwks-url",
+            "https://idp.example/jwks.json",
+            "--auth-issuer",
+            "https://idp.example/",
+            "--auth-audience",
+            "peregrine",
+        ])
+        .auth_settings();
+        let Ok(AuthSettings::Jwt(jwt)) = settings else {
+            panic!("expected jwt settings, got {settings:?}");
+        };
+        assert_eq!(jwt.issuer, "https://idp.example/");
+        assert_eq!(jwt.audience, "peregrine");
+        assert!(matches!(jwt.source, JwksSource::Url(_)));
+    }
+
+    #[test]
+    fn auth_settings_rejected() {
+        let jwks = ["--auth-jwks-file", "/keys/jwks.json"];
+        let claims = ["--auth-issuer", "iss", "--auth-audience", "aud"];
+        let cases: [(Vec<&str>, &str); 9] = [
+            (vec!["--auth-mode", "jwt"], "AUTH_JWKS_URL"),
+            (
+                [&jwks[..], &["--auth-audience", "aud"]].concat(),
+                "AUTH_ISSUER",
+            ),
+            (
+                [&jwks[..], &["--auth-issuer", "iss"]].concat(),
+                "AUTH_AUDIENCE",
+            ),
+            (
+                [&jwks[..], &claims[..], &["--auth-mode", "none"]].concat(),
+                "AUTH_MODE",
+            ),
+            (
+                [&jwks[..], &claims[..], &["--auth-jwks-url", "https://a/"]].concat(),
+                "AUTH_JWKS_FILE",
+            ),
+            (
+                [&claims[..], &["--auth-jwks-url", "http://idp.example/jwks"]].concat(),
+                "AUTH_JWKS_URL",
+            ),
+            (
+                [&claims[..], &["--auth-jwks-url", "ftp://127.0.0.1/jwks"]].concat(),
+                "AUTH_JWKS_URL",
+            ),
+            (
+                [&claims[..], &["--auth-jwks-url", "not a url"]].concat(),
+                "AUTH_JWKS_URL",
+            ),
+            (
+                [
+                    &jwks[..],
+                    &claims[..],
+                    &["--auth-jwks-refresh-interval", "0s"],
+                ]
+                .concat(),
+                "AUTH_JWKS_REFRESH_INTERVAL",
+            ),
+        ];
+        for (args, variable) in cases {
+            let err = config(&args).auth_settings().unwrap_err();
+            assert_eq!(err.variable, variable, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn jwks_url_http_only_on_loopback() {
+        for url in [
+            "http://127.0.0.1:8000/jwks.json",
+            "http://[::1]/jwks",
+            "http://localhost/jwks",
+            "https://idp.example/jwks",
+        ] {
+            assert!(parse_jwks_url(url).is_ok(), "{url}");
+        }
+        for url in ["http://10.0.0.1/jwks", "http://idp.example/jwks"] {
+            assert!(parse_jwks_url(url).is_err(), "{url}");
+        }
     }
 
     #[test]

@@ -11,6 +11,15 @@ const EXIT_GRACE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Token(args)) = &config.command {
+        return match peregrine::auth::token::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(err) = config.validate() {
         eprintln!("error: {err}");
         return ExitCode::from(2);
@@ -33,6 +42,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match config.command {
             Some(Command::Migrate) => peregrine::migrate(&config).await,
+            Some(Command::Token(_)) => unreachable!("handled before the runtime starts"),
             None => peregrine::serve(config, peregrine::shutdown::signal()).await,
         }
     });

@@ -29,6 +29,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Turns a request's bearer token into the [`crate::auth::Principal`] handlers take.
+    pub auth: crate::auth::Authenticator,
 }
 
 /// Settings and shared state of the middleware stack.

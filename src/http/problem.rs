@@ -51,6 +51,13 @@ pub enum ApiError {
     Overloaded,
     /// The client is over its rate limit; it may retry after this many seconds.
     RateLimited { retry_after: u64 },
+    /// A request without bearer credentials to a route that needs them.
+    MissingToken,
+    /// A bearer token that failed validation, with the reason; the reason never contains
+    /// the token and has no quotes, so it fits in `WWW-Authenticate`.
+    InvalidToken(&'static str),
+    /// A valid token without the scope the request needs, which is named.
+    InsufficientScope(&'static str),
     /// A bug: the cause goes to the log, the client gets a generic body.
     Internal(String),
 }
@@ -176,6 +183,13 @@ fixed_problem!(
     "the server is shutting down"
 );
 fixed_problem!(
+    MISSING_TOKEN,
+    StatusCode::UNAUTHORIZED,
+    "unauthorized",
+    "Unauthorized",
+    "this route needs a bearer token: send Authorization: Bearer <token>"
+);
+fixed_problem!(
     INTERNAL,
     StatusCode::INTERNAL_SERVER_ERROR,
     "internal",
@@ -193,6 +207,7 @@ pub fn render_fixed_problems() {
         &SHUTTING_DOWN,
         &OVERLOADED,
         &RATE_LIMITED,
+        &MISSING_TOKEN,
         &INTERNAL,
     ] {
         LazyLock::force(problem);
@@ -285,6 +300,21 @@ impl ApiError {
             ApiError::RateLimited { .. } => {
                 fixed(StatusCode::TOO_MANY_REQUESTS, &RATE_LIMITED, None)
             }
+            ApiError::MissingToken => fixed(StatusCode::UNAUTHORIZED, &MISSING_TOKEN, None),
+            ApiError::InvalidToken(reason) => dynamic(
+                StatusCode::UNAUTHORIZED,
+                "/problems/invalid-token",
+                "Unauthorized",
+                &format!("invalid bearer token: {reason}"),
+                None,
+            ),
+            ApiError::InsufficientScope(scope) => dynamic(
+                StatusCode::FORBIDDEN,
+                "/problems/insufficient-scope",
+                "Forbidden",
+                &format!("this request needs a token with the {scope} scope"),
+                None,
+            ),
             ApiError::Internal(cause) => {
                 fixed(StatusCode::INTERNAL_SERVER_ERROR, &INTERNAL, Some(cause))
             }
@@ -295,13 +325,41 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = problem_response(self.to_problem());
-        if let ApiError::RateLimited { retry_after } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            ApiError::MissingToken => {
+                headers.insert(header::WWW_AUTHENTICATE, BEARER_CHALLENGE.clone());
+            }
+            ApiError::InvalidToken(reason) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    bearer_error("invalid_token", "error_description", reason),
+                );
+            }
+            ApiError::InsufficientScope(scope) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    bearer_error("insufficient_scope", "scope", scope),
+                );
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// The `WWW-Authenticate` challenge of a request without a token (RFC 6750, section 3).
+static BEARER_CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"peregrine\"");
+
+/// Builds a Bearer challenge with an `error` code and one more parameter. `value` is one of
+/// the fixed reasons or scope names, which contain no quotes or control characters.
+fn bearer_error(error: &str, parameter: &str, value: &str) -> HeaderValue {
+    let challenge =
+        format!("Bearer realm=\"peregrine\", error=\"{error}\", {parameter}=\"{value}\"");
+    HeaderValue::from_str(&challenge).unwrap_or_else(|_| BEARER_CHALLENGE.clone())
 }
 
 /// Builds an empty-bodied response that carries `problem` for the problem middleware to render.

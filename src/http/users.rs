@@ -1,7 +1,8 @@
 //! `/api/v1/users`: create, read, list, update and delete users.
 //!
-//! Each handler parses and validates its input, calls the store, and maps the store's error
-//! kinds to statuses. No handler depends on which database is behind the store.
+//! Each handler checks what the caller's token allows, parses and validates its input, calls
+//! the store, and maps the store's error kinds to statuses. No handler depends on which
+//! database is behind the store. [`crate::auth::principal`] states the access policy.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::extract::{JsonBody, UserIdPath};
 use super::problem::{ApiError, FieldError};
+use crate::auth::{Access, Principal, Scope};
 use crate::domain::{Email, NewUser, User, UserId, UserName, UserPatch};
 use crate::store::StoreError;
 
@@ -46,9 +48,12 @@ pub struct UserPage {
 }
 
 pub async fn create(
+    principal: Principal,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateUserBody>,
 ) -> Result<Response, ApiError> {
+    principal.require(Scope::UsersWrite)?;
+
     let mut errors = Vec::new();
     let name = required(&mut errors, "name", body.name, UserName::parse);
     let email = required(&mut errors, "email", body.email, Email::parse);
@@ -79,9 +84,11 @@ pub async fn create(
 }
 
 pub async fn get(
+    principal: Principal,
     State(state): State<AppState>,
     UserIdPath(id): UserIdPath,
 ) -> Result<Json<User>, ApiError> {
+    principal.authorize_owner(id, Access::Read, || user_not_found(id))?;
     match state.store.get_user(id).await {
         Ok(user) => Ok(Json(user)),
         Err(err) => Err(store_error_for_id(err, id)),
@@ -89,9 +96,11 @@ pub async fn get(
 }
 
 pub async fn list(
+    principal: Principal,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<UserPage>, ApiError> {
+    principal.require(Scope::Admin)?;
     let (after, limit) = page_parameters(query.as_deref().unwrap_or_default())?;
 
     // One row more than the page shows whether a next page exists.
@@ -110,10 +119,13 @@ pub async fn list(
 }
 
 pub async fn update(
+    principal: Principal,
     State(state): State<AppState>,
     UserIdPath(id): UserIdPath,
     JsonBody(body): JsonBody<UpdateUserBody>,
 ) -> Result<Json<User>, ApiError> {
+    principal.authorize_owner(id, Access::Write, || user_not_found(id))?;
+
     if body.name.is_none() && body.email.is_none() {
         let message = "at least one of name and email is required";
         return Err(ApiError::Validation(
@@ -146,9 +158,11 @@ pub async fn update(
 }
 
 pub async fn delete(
+    principal: Principal,
     State(state): State<AppState>,
     UserIdPath(id): UserIdPath,
 ) -> Result<StatusCode, ApiError> {
+    principal.authorize_owner(id, Access::Write, || user_not_found(id))?;
     match state.store.delete_user(id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(err) => Err(store_error_for_id(err, id)),
@@ -234,9 +248,15 @@ fn conflict(email: &Email) -> ApiError {
 /// Maps a store error on the user `id`: no row means no such user.
 fn store_error_for_id(err: StoreError, id: UserId) -> ApiError {
     match err {
-        StoreError::NotFound => ApiError::NotFound(format!("no user with id {id}")),
+        StoreError::NotFound => user_not_found(id),
         other => store_failure(other),
     }
+}
+
+/// Returns the error of a user id that does not exist, which is also the error of another
+/// user's id, so that a token cannot tell the two apart.
+fn user_not_found(id: UserId) -> ApiError {
+    ApiError::NotFound(format!("no user with id {id}"))
 }
 
 /// Maps the store errors that do not depend on the resource.

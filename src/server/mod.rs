@@ -120,11 +120,13 @@ impl Application {
             .context("failed to read the listener's address")?;
 
         http::problem::render_fixed_problems();
+        let auth = crate::auth::Authenticator::start(&config.auth_settings()?).await?;
         let readiness = Readiness::default();
         let state = AppState {
             store: store.clone(),
             readiness: readiness.clone(),
             body_limit: config.body_limit,
+            auth,
         };
         let shed = metrics
             .http

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod cli;
 mod connections;
 mod input;

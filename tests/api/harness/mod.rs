@@ -1,6 +1,7 @@
 //! Starts peregrine for a test: in process on an ephemeral port with a fresh database, or as
 //! the real binary for tests that send signals or check the exit.
 
+pub mod auth;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader};
@@ -215,6 +216,8 @@ pub struct Process {
     pub child: Child,
     pub address: String,
     pub stdout: BufReader<ChildStdout>,
+    /// The log lines up to and including the "listening" event.
+    pub startup_log: String,
 }
 
 impl Process {
@@ -231,6 +234,7 @@ impl Process {
             child,
             address: String::new(),
             stdout,
+            startup_log: String::new(),
         };
         let mut line = String::new();
         loop {
@@ -240,6 +244,7 @@ impl Process {
                 .read_line(&mut line)
                 .expect("read the server log");
             assert!(read > 0, "peregrine exited before listening");
+            process.startup_log.push_str(&line);
             let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if event["message"] == "listening" {
                 let address = event["address"]

@@ -1,0 +1,764 @@
+//! Bearer-token authentication and the access policy: tokens minted with keys the tests
+//! generate, verified against a JWKS served on loopback, and the 401, 403 and 404 responses
+//! that RFC 6750 and the policy define.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::harness::auth::{JwksServer, SigningKey, claims, now};
+use crate::harness::{Backend, Options, Process, TestApp, binary, problem};
+
+const READ_WRITE: &str = "users:read users:write";
+
+/// Starts a server on SQLite that verifies tokens against `jwks`.
+async fn spawn(jwks: &JwksServer, min_refresh_interval: &str) -> TestApp {
+    spawn_on(Backend::Sqlite, jwks, min_refresh_interval)
+        .await
+        .expect("SQLite is always available")
+}
+
+async fn spawn_on(backend: Backend, jwks: &JwksServer, min_refresh: &str) -> Option<TestApp> {
+    let options = Options {
+        args: jwks.server_args(min_refresh),
+        ..Options::default()
+    };
+    TestApp::spawn_with(backend, options).await
+}
+
+async fn get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send the request")
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    request.send().await.expect("send the request")
+}
+
+/// Creates a user with an admin token and returns its id.
+async fn create_user(app: &TestApp, admin: &str, email: &str) -> String {
+    let body = json!({ "name": "Ada", "email": email });
+    let response = send(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/users",
+        admin,
+        Some(body),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "create {email}");
+    let user: Value = response.json().await.expect("a JSON user");
+    user["id"].to_string()
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Checks a 401 with `error="invalid_token"` whose description contains `reason`.
+async fn assert_invalid_token(response: reqwest::Response, reason: &str) {
+    let header = challenge(&response);
+    assert!(header.starts_with("Bearer "), "{header}");
+    assert!(header.contains("error=\"invalid_token\""), "{header}");
+    assert!(header.contains(reason), "{header} lacks {reason:?}");
+    let body = problem(response, 401).await;
+    assert!(
+        body["detail"].as_str().unwrap_or_default().contains(reason),
+        "{body}"
+    );
+}
+
+/// Signs a token with an arbitrary header, the way a forger would.
+fn forge(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+#[tokio::test]
+async fn missing_token_gets_bearer_challenge() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    for request in [
+        app.client.get(app.url("/api/v1/users/1")),
+        app.client.get(app.url("/api/v1/users")),
+        app.client
+            .get(app.url("/api/v1/users/1"))
+            .header("authorization", "Basic dXNlcjpwYXNz"),
+    ] {
+        let response = request.send().await.expect("send the request");
+        let header = challenge(&response);
+        assert_eq!(header, "Bearer realm=\"peregrine\"");
+        problem(response, 401).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn token_checked_before_path() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    let response = app.get("/api/v1/users/not-a-number").await;
+    problem(response, 401).await;
+    let response = app.post_json("/api/v1/users", "{").await;
+    problem(response, 401).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_tokens_rejected() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    for token in ["abc", "a.b.c", "..", "Bearer x.y.z"] {
+        let response = get(&app, "/api/v1/users/1", token).await;
+        assert_invalid_token(response, "not a well-formed JWT").await;
+    }
+    let response = app
+        .client
+        .get(app.url("/api/v1/users/1"))
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .expect("send the request");
+    assert_invalid_token(response, "no token after Bearer").await;
+
+    let no_kid = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims("1", READ_WRITE),
+        &EncodingKey::from_secret(b"secret"),
+    )
+    .expect("sign");
+    let response = get(&app, "/api/v1/users/1", &no_kid).await;
+    assert_invalid_token(response, "no kid").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn claim_failures_rejected() {
+    let key = SigningKey::rsa("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    let valid = claims("1", READ_WRITE);
+    let with = |member: &str, value: Value| {
+        let mut claims = valid.clone();
+        claims[member] = value;
+        claims
+    };
+    let without = |member: &str| {
+        let mut claims = valid.clone();
+        claims.as_object_mut().expect("an object").remove(member);
+        claims
+    };
+    let cases = [
+        (with("iss", json!("https://other.test/")), "issuer"),
+        (with("aud", json!("someone-else")), "audience"),
+        (with("aud", json!(["a", "b"])), "audience"),
+        (with("exp", json!(now() - 120)), "expired"),
+        (with("nbf", json!(now() + 120)), "not valid yet"),
+        (without("exp"), "required claim"),
+        (without("sub"), "required claim"),
+        (without("iss"), "required claim"),
+        (without("aud"), "required claim"),
+    ];
+    for (claims, reason) in cases {
+        let response = get(&app, "/api/v1/users/1", &key.sign(&claims)).await;
+        assert_invalid_token(response, reason).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn leeway_accepts_small_clock_skew() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+    let admin = key.token("admin-service", "admin");
+    let id = create_user(&app, &admin, "skew@example.com").await;
+
+    let mut skewed = claims(&id, READ_WRITE);
+    skewed["exp"] = json!(now() - 5);
+    skewed["nbf"] = json!(now() + 5);
+    let response = get(&app, &format!("/api/v1/users/{id}"), &key.sign(&skewed)).await;
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_signature_rejected() {
+    let key = SigningKey::ec("k1");
+    let impostor = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    let response = get(&app, "/api/v1/users/1", &impostor.token("1", READ_WRITE)).await;
+    assert_invalid_token(response, "signature is invalid").await;
+
+    let genuine = key.token("1", READ_WRITE);
+    let (signed, _signature) = genuine.rsplit_once('.').expect("three parts");
+    let tampered = format!("{signed}.AAAA");
+    let response = get(&app, "/api/v1/users/1", &tampered).await;
+    assert_invalid_token(response, "").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn algorithm_confusion_rejected() {
+    let rsa = SigningKey::rsa("rsa");
+    let ec = SigningKey::ec("ec");
+    let jwks = JwksServer::start(&[&rsa, &ec]).await;
+    let app = spawn(&jwks, "0s").await;
+    let claims = claims("1", "admin");
+
+    for kid in ["rsa", "ec"] {
+        let header = json!({ "alg": "none", "typ": "JWT", "kid": kid });
+        let response = get(&app, "/api/v1/users", &forge(&header, &claims, b"")).await;
+        assert_invalid_token(response, "").await;
+    }
+
+    // HS256 keyed with the public key: accepted by libraries that let the token pick the
+    // algorithm of a key.
+    for key in [&rsa, &ec] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        let secret = EncodingKey::from_secret(&key.public_bytes());
+        let token = jsonwebtoken::encode(&header, &claims, &secret).expect("sign");
+        let response = get(&app, "/api/v1/users", &token).await;
+        assert_invalid_token(response, "alg is not the algorithm of its key").await;
+    }
+
+    // An ES256 signature presented under the RSA key's kid.
+    let token = SigningKey::ec("rsa").sign(&claims);
+    let response = get(&app, "/api/v1/users", &token).await;
+    assert_invalid_token(response, "alg is not the algorithm of its key").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_key_type_accepted() {
+    let keys = [
+        SigningKey::rsa("rsa"),
+        SigningKey::ec("ec"),
+        SigningKey::ed25519("ed"),
+    ];
+    let jwks = JwksServer::start(&keys.iter().collect::<Vec<_>>()).await;
+    let app = spawn(&jwks, "0s").await;
+
+    for key in &keys {
+        let response = get(&app, "/api/v1/users", &key.token("ops", "admin")).await;
+        assert_eq!(response.status(), 200, "{:?}", key.algorithm);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_kid_refetches_after_rotation() {
+    let old = SigningKey::ec("2026-01");
+    let new = SigningKey::rsa("2026-02");
+    let jwks = JwksServer::start(&[&old]).await;
+    let app = spawn(&jwks, "0s").await;
+    assert_eq!(jwks.fetches(), 1, "one fetch at start");
+
+    let response = get(&app, "/api/v1/users", &new.token("ops", "admin")).await;
+    assert_invalid_token(response, "no key in the JWKS has the token's kid").await;
+    assert_eq!(jwks.fetches(), 2, "an unknown kid triggers a fetch");
+
+    jwks.publish(&[&old, &new]);
+    let response = get(&app, "/api/v1/users", &new.token("ops", "admin")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(jwks.fetches(), 3);
+    let response = get(&app, "/api/v1/users", &new.token("ops", "admin")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(jwks.fetches(), 3, "a known kid needs no fetch");
+
+    jwks.publish(&[&new]);
+    let response = get(&app, "/api/v1/users", &old.token("ops", "admin")).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the cached old key stays until a refresh"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_kid_fetches_bounded() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "1h").await;
+
+    for attempt in 0..20 {
+        let stranger = SigningKey::ec(&format!("made-up-{attempt}"));
+        let response = get(&app, "/api/v1/users", &stranger.token("ops", "admin")).await;
+        assert_invalid_token(response, "no key in the JWKS has the token's kid").await;
+    }
+    assert_eq!(jwks.fetches(), 1, "no fetch within the minimum interval");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn background_refresh_picks_up_keys() {
+    let old = SigningKey::ec("old");
+    let new = SigningKey::ec("new");
+    let jwks = JwksServer::start(&[&old]).await;
+    let mut args = jwks.server_args("1h");
+    args.extend(["--auth-jwks-refresh-interval".into(), "1s".into()]);
+    let options = Options {
+        args,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, options)
+        .await
+        .expect("SQLite is always available");
+
+    jwks.publish(&[&new]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while jwks.fetches() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        jwks.fetches() >= 2,
+        "the JWKS was refetched in the background"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = get(&app, "/api/v1/users", &new.token("ops", "admin")).await;
+    assert_eq!(response.status(), 200);
+    let response = get(&app, "/api/v1/users", &old.token("ops", "admin")).await;
+    assert_invalid_token(response, "no key in the JWKS has the token's kid").await;
+    app.stop().await;
+}
+
+async fn other_users_record_is_not_found(backend: Backend) {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let Some(app) = spawn_on(backend, &jwks, "0s").await else {
+        return;
+    };
+    let admin = key.token("ops", "admin");
+    let alice = create_user(&app, &admin, "alice@example.com").await;
+    let bob = create_user(&app, &admin, "bob@example.com").await;
+    let alice_token = key.token(&alice, READ_WRITE);
+
+    let response = get(&app, &format!("/api/v1/users/{alice}"), &alice_token).await;
+    assert_eq!(response.status(), 200);
+
+    let hidden = problem(
+        get(&app, &format!("/api/v1/users/{bob}"), &alice_token).await,
+        404,
+    )
+    .await;
+    let missing = "999999";
+    let absent = problem(
+        get(&app, &format!("/api/v1/users/{missing}"), &admin).await,
+        404,
+    )
+    .await;
+    assert_eq!(hidden["type"], absent["type"]);
+    assert_eq!(hidden["title"], absent["title"]);
+    assert_eq!(
+        hidden["detail"],
+        json!(format!("no user with id {bob}")),
+        "the same detail as a missing id: {absent}"
+    );
+
+    let patch = json!({ "name": "Mallory" });
+    let path = format!("/api/v1/users/{bob}");
+    let response = send(
+        &app,
+        reqwest::Method::PATCH,
+        &path,
+        &alice_token,
+        Some(patch),
+    )
+    .await;
+    problem(response, 404).await;
+    let response = send(&app, reqwest::Method::DELETE, &path, &alice_token, None).await;
+    problem(response, 404).await;
+
+    let bob_now: Value = get(&app, &path, &admin).await.json().await.expect("JSON");
+    assert_eq!(bob_now["name"], "Ada", "bob is unchanged");
+    app.stop().await;
+}
+
+async fn owner_changes_own_user(backend: Backend) {
+    let key = SigningKey::ed25519("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let Some(app) = spawn_on(backend, &jwks, "0s").await else {
+        return;
+    };
+    let admin = key.token("ops", "admin");
+    let id = create_user(&app, &admin, "own@example.com").await;
+    let token = key.token(&id, READ_WRITE);
+    let path = format!("/api/v1/users/{id}");
+
+    let patch = json!({ "name": "Grace" });
+    let response = send(&app, reqwest::Method::PATCH, &path, &token, Some(patch)).await;
+    assert_eq!(response.status(), 200);
+    let response = send(&app, reqwest::Method::DELETE, &path, &token, None).await;
+    assert_eq!(response.status(), 204);
+    problem(get(&app, &path, &token).await, 404).await;
+    app.stop().await;
+}
+
+crate::on_both_backends!(other_users_record_is_not_found, owner_changes_own_user);
+
+#[tokio::test]
+async fn missing_scopes_forbidden() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+    let admin = key.token("ops", "admin");
+    let id = create_user(&app, &admin, "scoped@example.com").await;
+    let path = format!("/api/v1/users/{id}");
+    let reader = key.token(&id, "users:read");
+    let writer = key.token(&id, "users:write");
+    let nothing = key.token(&id, "openid profile");
+    let body = json!({ "name": "Ada", "email": "new@example.com" });
+
+    use reqwest::Method;
+    let cases = [
+        (
+            Method::GET,
+            "/api/v1/users".to_owned(),
+            &reader,
+            None,
+            "admin",
+        ),
+        (
+            Method::GET,
+            "/api/v1/users".to_owned(),
+            &writer,
+            None,
+            "admin",
+        ),
+        (Method::GET, path.clone(), &writer, None, "users:read"),
+        (Method::GET, path.clone(), &nothing, None, "users:read"),
+        (
+            Method::PATCH,
+            path.clone(),
+            &reader,
+            Some(json!({"name": "X"})),
+            "users:write",
+        ),
+        (Method::DELETE, path.clone(), &reader, None, "users:write"),
+        (
+            Method::POST,
+            "/api/v1/users".to_owned(),
+            &reader,
+            Some(body.clone()),
+            "users:write",
+        ),
+    ];
+    for (method, path, token, body, scope) in cases {
+        let label = format!("{method} {path} needs {scope}");
+        let response = send(&app, method, &path, token, body).await;
+        let header = challenge(&response);
+        assert!(
+            header.contains("error=\"insufficient_scope\""),
+            "{label}: {header}"
+        );
+        assert!(
+            header.contains(&format!("scope=\"{scope}\"")),
+            "{label}: {header}"
+        );
+        let problem = problem(response, 403).await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(scope), "{label}: {problem}");
+    }
+
+    let response = send(&app, Method::POST, "/api/v1/users", &writer, Some(body)).await;
+    assert_eq!(response.status(), 201, "users:write creates users");
+    let response = get(&app, &path, &reader).await;
+    assert_eq!(response.status(), 200, "users:read reads its own user");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn probes_need_no_token() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    for path in ["/", "/livez", "/readyz", "/health"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.metrics_address))
+        .send()
+        .await
+        .expect("scrape the metrics");
+    assert_eq!(metrics.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_jwks_stops_start() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let url = format!("http://{}/jwks.json", closed.local_addr().expect("address"));
+    drop(closed);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = format!("sqlite://{}", dir.path().join("test.db").display());
+
+    let flags = [
+        "--auth-jwks-url",
+        &url,
+        "--auth-issuer",
+        "i",
+        "--auth-audience",
+        "a",
+    ];
+    let err = crate::harness::build_application(&database, &flags)
+        .await
+        .err()
+        .expect("the start fails");
+    let message = format!("{err:#}");
+    assert!(message.contains("failed to fetch the JWKS"), "{message}");
+}
+
+#[tokio::test]
+async fn jwks_without_usable_keys_stops_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = format!("sqlite://{}", dir.path().join("test.db").display());
+    let path = dir.path().join("jwks.json");
+    let documents = [
+        json!({ "keys": [{ "kty": "oct", "kid": "hmac", "k": "c2VjcmV0" }] }),
+        json!({ "keys": [{ "kty": "EC", "crv": "P-384", "kid": "p384", "x": "AA", "y": "AA" }] }),
+        json!({ "keys": [SigningKey::ec("enc").jwk_with("use", json!("enc"))] }),
+        json!({ "keys": [SigningKey::ec("hs").jwk_with("alg", json!("HS256"))] }),
+        json!({ "keys": [SigningKey::ec("").jwk_without("kid")] }),
+        json!({ "keys": [] }),
+        json!([]),
+    ];
+    for document in documents {
+        std::fs::write(&path, document.to_string()).expect("write the JWKS");
+        let flags = [
+            "--auth-jwks-file",
+            path.to_str().expect("a UTF-8 path"),
+            "--auth-issuer",
+            "i",
+            "--auth-audience",
+            "a",
+        ];
+        let result = crate::harness::build_application(&database, &flags).await;
+        assert!(result.is_err(), "{document} is rejected");
+    }
+}
+
+#[test]
+fn public_bind_without_auth_refused() {
+    let output = binary(&[("SERVER_HOST", "0.0.0.0")])
+        .output()
+        .expect("run peregrine");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SERVER_HOST"), "{stderr}");
+    assert!(stderr.contains("AUTH_JWKS_URL"), "{stderr}");
+    assert!(stderr.contains("AUTH_MODE=none"), "{stderr}");
+}
+
+#[test]
+fn auth_mode_none_warns_at_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = format!("sqlite://{}", dir.path().join("test.db").display());
+    let process = Process::start(&[("AUTH_MODE", "none"), ("DATABASE_URL", &database)]);
+
+    let warning = process
+        .startup_log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["auth_mode"] == "none");
+    let warning = warning.expect("an event with auth_mode=none before listening");
+    assert_eq!(warning["level"], "WARN", "{warning}");
+}
+
+#[test]
+fn token_and_header_stay_out_of_logs() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let key = SigningKey::ec("k1");
+    let jwks_path = dir.path().join("jwks.json");
+    let jwks = crate::harness::auth::jwks(&[&key]);
+    std::fs::write(&jwks_path, jwks.to_string()).expect("write the JWKS");
+    let database = format!("sqlite://{}", dir.path().join("test.db").display());
+    let mut process = Process::start(&[
+        ("DATABASE_URL", &database),
+        ("AUTH_JWKS_FILE", jwks_path.to_str().expect("a UTF-8 path")),
+        ("AUTH_ISSUER", crate::harness::auth::ISSUER),
+        ("AUTH_AUDIENCE", crate::harness::auth::AUDIENCE),
+        ("RUST_LOG", "trace"),
+    ]);
+
+    let valid = key.token("ops", "admin");
+    let mut expired = claims("1", "admin");
+    expired["exp"] = json!(now() - 3600);
+    let expired = key.sign(&expired);
+    let forged = SigningKey::ec("k1").token("1", "admin");
+    let tokens = [valid, expired, forged, "garbage-token-value".to_owned()];
+    for token in &tokens {
+        let status = bearer_status(&process.address, "/api/v1/users", token);
+        assert!(status == 200 || status == 401, "status {status}");
+    }
+    process.signal(libc::SIGTERM);
+    let exit = process.wait_for_exit(Duration::from_secs(10));
+    assert!(exit.is_some_and(|status| status.success()), "{exit:?}");
+
+    let rest = process.remaining_log();
+    let log = format!("{}{rest}", process.startup_log);
+    assert!(
+        log.contains("request completed"),
+        "the requests were logged"
+    );
+    for token in &tokens {
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        assert!(!log.contains(signature), "a token reached the log");
+    }
+    assert!(!log.to_ascii_lowercase().contains("authorization"), "{log}");
+}
+
+/// Sends `GET path` with a bearer token on a plain blocking socket and returns the status.
+fn bearer_status(address: &str, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+
+    let host = address.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the server");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    response
+        .get(9..12)
+        .and_then(|status| status.parse().ok())
+        .expect("an HTTP status line")
+}
+
+#[test]
+fn token_subcommand_mints_accepted_tokens() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let rsa_path = dir.path().join("rsa.pem");
+    std::fs::write(&rsa_path, SigningKey::rsa("unused").pem).expect("write the RSA key");
+    let ed_path = dir.path().join("ed25519.pem");
+    std::fs::write(&ed_path, SigningKey::ed25519("unused").pem).expect("write the Ed25519 key");
+    let generated = dir.path().join("generated.pem");
+
+    for (index, key_path) in [&generated, &rsa_path, &ed_path].into_iter().enumerate() {
+        let jwks_path = dir.path().join(format!("jwks-{index}.json"));
+        let key = key_path.to_str().expect("a UTF-8 path");
+        let jwks = jwks_path.to_str().expect("a UTF-8 path");
+        let mint = |sub: &str, scope: &str| {
+            let args = [
+                "token",
+                "--key",
+                key,
+                "--generate-key",
+                "--jwks",
+                jwks,
+                "--sub",
+                sub,
+                "--scope",
+                scope,
+                "--issuer",
+                "dev-issuer",
+                "--audience",
+                "dev-audience",
+            ];
+            let output = binary(&[])
+                .args(args)
+                .output()
+                .expect("run peregrine token");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{key}: {stderr}");
+            String::from_utf8(output.stdout)
+                .expect("a UTF-8 token")
+                .trim()
+                .to_owned()
+        };
+        let admin = mint("ops", "admin");
+        let reader = mint("1", "users:read");
+
+        let database = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{index}.db")).display()
+        );
+        let mut process = Process::start(&[
+            ("DATABASE_URL", &database),
+            ("AUTH_JWKS_FILE", jwks),
+            ("AUTH_ISSUER", "dev-issuer"),
+            ("AUTH_AUDIENCE", "dev-audience"),
+        ]);
+        assert_eq!(
+            bearer_status(&process.address, "/api/v1/users", &admin),
+            200,
+            "{key}"
+        );
+        assert_eq!(
+            bearer_status(&process.address, "/api/v1/users", &reader),
+            403,
+            "{key}"
+        );
+        assert_eq!(
+            bearer_status(&process.address, "/api/v1/users/1", &reader),
+            404,
+            "{key}"
+        );
+        process.signal(libc::SIGTERM);
+        process.wait_for_exit(Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn token_subcommand_rejects_bad_keys() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let missing = dir.path().join("missing.pem");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a key").expect("write the file");
+    for path in [&missing, &garbage] {
+        let key = path.to_str().expect("a UTF-8 path");
+        let output = binary(&[])
+            .args(["token", "--key", key, "--sub", "1"])
+            .output()
+            .expect("run peregrine token");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(output.stdout.is_empty(), "no token for {key}");
+    }
+}
