@@ -19,10 +19,10 @@ def check_hello(name: str, port: int) -> None:
         raise ServerFailed(f"{name}: GET / has content type {headers.get('content-type')!r}, expected text/plain")
 
 
-def check_user(name: str, port: int) -> None:
+def check_user(name: str, port: int, token: str | None) -> None:
     for user_id in (1, USER_COUNT, random.randint(2, USER_COUNT - 1)):
         path = f"/api/v1/users/{user_id}"
-        status, headers, body = http_get(port, path)
+        status, headers, body = http_get(port, path, token=token)
         if status != 200:
             raise ServerFailed(f"{name}: GET {path} returned {status}, expected 200: {body[:200]!r}")
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -42,12 +42,17 @@ def check_user(name: str, port: int) -> None:
         if not isinstance(user["created_at"], str):
             raise ServerFailed(f"{name}: GET {path} has created_at {user['created_at']!r}, expected a string")
 
-    status, _, _ = http_get(port, f"/api/v1/users/{USER_COUNT + 1}")
+    status, _, _ = http_get(port, f"/api/v1/users/{USER_COUNT + 1}", token=token)
     if status != 404:
         raise ServerFailed(f"{name}: GET /api/v1/users/{USER_COUNT + 1} returned {status}, expected 404")
+    if token is not None:
+        status, _, _ = http_get(port, "/api/v1/users/1")
+        if status != 401:
+            raise ServerFailed(f"{name}: GET /api/v1/users/1 without a token returned {status}, "
+                               "expected 401")
 
 
-def check_server(name: str, port: int, scenarios: tuple[str, ...]) -> None:
+def check_server(name: str, port: int, scenarios: tuple[str, ...], token: str | None = None) -> None:
     check_hello(name, port)
     if "db" in scenarios or "stress" in scenarios:
-        check_user(name, port)
+        check_user(name, port, token)

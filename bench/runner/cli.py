@@ -15,7 +15,8 @@ from pathlib import Path
 from . import build, measure, report
 from .load import LoadFailed
 from .postgres import Cluster, prepare_schema
-from .servers import ALL_SCENARIOS, PEREGRINE_BINARY, REPO, SERVERS, SERVERS_BY_NAME, ServerFailed
+from .servers import (ALL_SCENARIOS, PEREGRINE_BINARY, REPO, SERVERS, SERVERS_BY_NAME, ServerFailed,
+                      prepare_auth)
 
 BUILD_DIR = REPO / "bench/build"
 FULL_RESULTS_DIR = REPO / "bench/results"
@@ -97,6 +98,8 @@ def main(argv: list[str]) -> int:
             database_url = cluster.url()
             build.step(f"PostgreSQL 15 runs on 127.0.0.1:{cluster.port}, CPUs {args.pg_cpus}")
         prepare_schema(PEREGRINE_BINARY, database_url)
+        if any(spec.token_file is not None for spec in servers):
+            prepare_auth()
 
         settings = measure.Settings(
             runs=args.runs or (1 if args.quick else 3),
@@ -226,7 +229,7 @@ def run_phases(servers, scenarios, settings: measure.Settings, quick: bool) -> d
 
     sqlite_url = f"sqlite://{BUILD_DIR / 'startup.db'}"
     for spec in servers:
-        url = sqlite_url if spec.name == "peregrine" else measure.server_database_url(spec, settings.database_url)
+        url = sqlite_url if spec.is_peregrine else measure.server_database_url(spec, settings.database_url)
         try:
             record = measure.measure_startup(spec, starts, idle_seconds, url, settings)
             results["startup"].append(record)

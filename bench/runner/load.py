@@ -37,13 +37,19 @@ class LoadFailed(Exception):
 
 
 def run_wrk(port: int, scenario: str, connections: int, seconds: int, cpus: str,
-            raw_path: Path | None) -> LoadResult:
-    script = LUA_DIR / ("hello.lua" if scenario == "hello" else "users.lua")
+            raw_path: Path | None, token_file: Path | None = None) -> LoadResult:
+    """Run wrk; with `token_file`, every request carries the bearer token in that file."""
+    if scenario == "hello":
+        script = "hello.lua"
+    else:
+        script = "users.lua" if token_file is None else "users_auth.lua"
     command = [
         "taskset", "-c", cpus, "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s",
-        f"--timeout={WRK_TIMEOUT}", "--latency", "-s", str(script),
+        f"--timeout={WRK_TIMEOUT}", "--latency", "-s", str(LUA_DIR / script),
         f"http://127.0.0.1:{port}/", "--", str(USER_COUNT),
     ]
+    if token_file is not None:
+        command.append(str(token_file))
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     output = result.stdout + result.stderr
     if raw_path is not None:
@@ -87,12 +93,14 @@ def write_url_file(path: Path, port: int, scenario: str, count: int = 10_000) ->
 
 
 def run_oha(url_file: Path, rate: int, connections: int, seconds: int, cpus: str,
-            raw_path: Path | None) -> LoadResult:
+            raw_path: Path | None, token: str | None = None) -> LoadResult:
     command = [
         "taskset", "-c", cpus, "oha", "--no-tui", "--output-format", "json",
         "-z", f"{seconds}s", "-c", str(connections), "-q", str(rate), "--latency-correction",
         "-t", OHA_TIMEOUT, "--urls-from-file", str(url_file),
     ]
+    if token is not None:
+        command += ["-H", f"Authorization: Bearer {token}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if raw_path is not None:
         raw_path.parent.mkdir(parents=True, exist_ok=True)

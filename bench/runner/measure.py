@@ -40,7 +40,7 @@ def start_server(spec: ServerSpec, settings: Settings) -> RunningServer:
 def server_database_url(spec: ServerSpec, url: str) -> str:
     # The cluster has no TLS. peregrine's default sslmode (prefer) would fall back to plain
     # TCP anyway, and the peers take no query parameters.
-    return url + "?sslmode=disable" if spec.name == "peregrine" else url
+    return url + "?sslmode=disable" if spec.is_peregrine else url
 
 
 def pg_cpu_seconds(settings: Settings) -> float | None:
@@ -55,16 +55,17 @@ def measure_wrk(spec: ServerSpec, scenario: str, run: int, settings: Settings,
     server = start_server(spec, settings)
     try:
         server.wait_ready()
-        checks.check_server(spec.name, server.port, spec.scenarios)
+        checks.check_server(spec.name, server.port, spec.scenarios, spec.token())
         load.run_wrk(server.port, scenario, connections, settings.warmup_seconds,
-                     settings.load_cpus, raw_path=None)
+                     settings.load_cpus, raw_path=None, token_file=spec.token_file)
 
         cpu_before = procstat.tree_cpu_seconds(server.pid)
         pg_before = pg_cpu_seconds(settings)
         with procstat.PeakRssSampler(server.pid) as sampler:
             result = load.run_wrk(server.port, scenario, connections, settings.seconds,
                                   settings.load_cpus,
-                                  raw_path=settings.results_dir / "raw" / f"{name}.wrk.txt")
+                                  raw_path=settings.results_dir / "raw" / f"{name}.wrk.txt",
+                                  token_file=spec.token_file)
         cpu_after = procstat.tree_cpu_seconds(server.pid)
         pg_after = pg_cpu_seconds(settings)
         # The 1-minute load average at the end of the run shows how busy the shared machine
@@ -97,14 +98,16 @@ def measure_oha(spec: ServerSpec, scenario: str, run: int, rate: int, settings: 
     server = start_server(spec, settings)
     try:
         server.wait_ready()
-        checks.check_server(spec.name, server.port, spec.scenarios)
+        checks.check_server(spec.name, server.port, spec.scenarios, spec.token())
         load.run_wrk(server.port, scenario, settings.connections[scenario],
-                     settings.warmup_seconds, settings.load_cpus, raw_path=None)
+                     settings.warmup_seconds, settings.load_cpus, raw_path=None,
+                     token_file=spec.token_file)
         url_file = settings.logs_dir / f"oha-urls-{spec.name}.txt"
         load.write_url_file(url_file, server.port, scenario)
         result = load.run_oha(url_file, rate, settings.oha_connections, settings.oha_seconds,
                               settings.load_cpus,
-                              raw_path=settings.results_dir / "raw" / f"{name}.oha.json")
+                              raw_path=settings.results_dir / "raw" / f"{name}.oha.json",
+                              token=spec.token())
     finally:
         server.stop()
 

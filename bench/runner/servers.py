@@ -17,6 +17,11 @@ HYPER_TARGET = REPO / "bench/build/hyper-baseline-target"
 # a known commit even while others edit the work tree.
 PEREGRINE_SOURCE = REPO / "bench/build/peregrine-source"
 PEREGRINE_BINARY = REPO / "bench/build/peregrine-target/release/peregrine"
+# The signing key, JWKS and bearer token of the peregrine-auth variant, which prepare_auth
+# writes before the runs.
+AUTH_DIR = REPO / "bench/build/auth"
+AUTH_ISSUER = "peregrine-bench"
+AUTH_AUDIENCE = "peregrine"
 
 STOP_TIMEOUT_SECONDS = 15
 
@@ -32,9 +37,24 @@ class ServerSpec:
     # The environment variable that takes the port.
     port_variable: str = "PORT"
     database_variable: str = "DATABASE_URL"
+    # A file with the bearer token that every API request of the checks and loads sends.
+    token_file: Path | None = None
+
+    def token(self) -> str | None:
+        return self.token_file.read_text().strip() if self.token_file is not None else None
+
+    @property
+    def is_peregrine(self) -> bool:
+        return self.command == (str(PEREGRINE_BINARY),)
 
 
 ALL_SCENARIOS = ("hello", "db", "stress")
+
+# The metrics and admin listeners default to fixed ports (the metrics one on every address),
+# so they move to free loopback ports, where no other process can collide with them.
+# Versions without these listeners ignore the variables.
+PEREGRINE_ENV = {"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s",
+                 "METRICS_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "127.0.0.1:0"}
 
 SERVERS = (
     ServerSpec(
@@ -42,12 +62,20 @@ SERVERS = (
         label="peregrine (Rust)",
         scenarios=ALL_SCENARIOS,
         command=(str(PEREGRINE_BINARY),),
-        # The metrics and admin listeners default to fixed ports (the metrics one on every
-        # address), so they move to free loopback ports, where no other process can collide
-        # with them. Versions without these listeners ignore the variables.
-        env={"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s",
-             "METRICS_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "127.0.0.1:0"},
+        env=PEREGRINE_ENV,
         port_variable="SERVER_PORT",
+    ),
+    # The same binary with bearer tokens required, to measure what verifying an ES256 token
+    # on every request costs on the database route.
+    ServerSpec(
+        name="peregrine-auth",
+        label="peregrine (Rust), ES256 bearer token",
+        scenarios=("db",),
+        command=(str(PEREGRINE_BINARY),),
+        env={**PEREGRINE_ENV, "AUTH_JWKS_FILE": str(AUTH_DIR / "jwks.json"),
+             "AUTH_ISSUER": AUTH_ISSUER, "AUTH_AUDIENCE": AUTH_AUDIENCE},
+        port_variable="SERVER_PORT",
+        token_file=AUTH_DIR / "token",
     ),
     ServerSpec(
         name="hyper",
@@ -89,11 +117,30 @@ class ServerFailed(Exception):
     """A server did not start, did not become ready or responded incorrectly."""
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """Send GET to 127.0.0.1:port and return the status, headers (lower-case names) and body."""
+def prepare_auth() -> None:
+    """Write a new EC P-256 key, its JWKS and an admin token valid for a day into AUTH_DIR,
+    with `peregrine token`. The token has admin scope because the load reads every user."""
+    AUTH_DIR.mkdir(parents=True, exist_ok=True)
+    key = AUTH_DIR / "key.pem"
+    key.unlink(missing_ok=True)
+    result = subprocess.run(
+        [str(PEREGRINE_BINARY), "token", "--key", str(key), "--generate-key",
+         "--jwks", str(AUTH_DIR / "jwks.json"), "--sub", "bench", "--scope", "admin",
+         "--issuer", AUTH_ISSUER, "--audience", AUTH_AUDIENCE, "--ttl", "24h"],
+        capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
+    if result.returncode != 0:
+        raise ServerFailed(f"peregrine token failed with status {result.returncode}: {result.stderr}")
+    (AUTH_DIR / "token").write_text(result.stdout)
+
+
+def http_get(port: int, path: str, timeout: float = 5.0,
+             token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Send GET to 127.0.0.1:port, with a bearer token when given, and return the status,
+    headers (lower-case names) and body."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers)
         response = connection.getresponse()
         headers = {name.lower(): value for name, value in response.getheaders()}
         return response.status, headers, response.read()

@@ -762,3 +762,43 @@ fn token_subcommand_rejects_bad_keys() {
         assert!(output.stdout.is_empty(), "no token for {key}");
     }
 }
+
+/// Prints the time one token verification takes, per algorithm, on a warm key cache. Run it
+/// with `cargo test --test api verify_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a timing, not a check"]
+async fn verify_cost_per_token() {
+    use peregrine::auth::verify::Verifier;
+    use peregrine::auth::{JwksSource, JwtSettings};
+
+    const ROUNDS: u32 = 2_000;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let keys = [
+        SigningKey::rsa("rsa"),
+        SigningKey::ec("ec"),
+        SigningKey::ed25519("ed"),
+    ];
+    let path = dir.path().join("jwks.json");
+    let document = crate::harness::auth::jwks(&keys.iter().collect::<Vec<_>>());
+    std::fs::write(&path, document.to_string()).expect("write the JWKS");
+    let settings = JwtSettings {
+        source: JwksSource::File(path),
+        issuer: crate::harness::auth::ISSUER.to_owned(),
+        audience: crate::harness::auth::AUDIENCE.to_owned(),
+        leeway: Duration::from_secs(30),
+        refresh_interval: Duration::from_secs(300),
+        min_refresh_interval: Duration::from_secs(10),
+    };
+    let verifier = Verifier::start(&settings).await.expect("load the JWKS");
+
+    for key in &keys {
+        let token = key.token("42", "users:read");
+        verifier.verify(&token).await.expect("a valid token");
+        let started = std::time::Instant::now();
+        for _ in 0..ROUNDS {
+            verifier.verify(&token).await.expect("a valid token");
+        }
+        let per_token = started.elapsed() / ROUNDS;
+        println!("{:?}: {per_token:?} per verification", key.algorithm);
+    }
+}
