@@ -285,6 +285,63 @@ async fn every_key_type_accepted() {
 }
 
 #[tokio::test]
+async fn audience_list_containing_ours_accepted() {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let app = spawn(&jwks, "0s").await;
+
+    let mut claims = claims("ops", "admin");
+    claims["aud"] = json!(["another-api", crate::harness::auth::AUDIENCE]);
+    let response = get(&app, "/api/v1/users", &key.sign(&claims)).await;
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unusable_jwks_entries_skipped() {
+    let key = SigningKey::ec("good");
+    let document = json!({ "keys": [
+        { "kty": "oct", "kid": "hmac", "k": "c2VjcmV0" },
+        { "kty": "EC", "crv": "secp256k1", "kid": "k1", "x": "AA", "y": "AA" },
+        SigningKey::ec("enc").jwk_with("use", json!("enc")),
+        key.jwk(),
+    ]});
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, document.to_string()).expect("write the JWKS");
+    let args = [
+        "--auth-jwks-file",
+        path.to_str().expect("a UTF-8 path"),
+        "--auth-issuer",
+        crate::harness::auth::ISSUER,
+        "--auth-audience",
+        crate::harness::auth::AUDIENCE,
+    ];
+    let options = Options {
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, options)
+        .await
+        .expect("SQLite is always available");
+
+    let response = get(&app, "/api/v1/users", &key.token("ops", "admin")).await;
+    assert_eq!(response.status(), 200);
+    let hmac = jsonwebtoken::encode(
+        &Header {
+            kid: Some("hmac".to_owned()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &claims("ops", "admin"),
+        &EncodingKey::from_secret(b"secret"),
+    )
+    .expect("sign");
+    let response = get(&app, "/api/v1/users", &hmac).await;
+    assert_invalid_token(response, "no key in the JWKS has the token's kid").await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_kid_refetches_after_rotation() {
     let old = SigningKey::ec("2026-01");
     let new = SigningKey::rsa("2026-02");
