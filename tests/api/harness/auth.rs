@@ -12,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -132,16 +132,25 @@ impl SigningKey {
         jwk
     }
 
-    /// Returns the key's public modulus or point, the bytes an HS256 forgery would use as
-    /// its secret.
-    pub fn public_bytes(&self) -> Vec<u8> {
+    /// Returns the forms of the public key that an HS256 forgery uses as its secret: the
+    /// modulus or point, and for RSA also the PEM public key a server might hold.
+    pub fn public_secrets(&self) -> Vec<Vec<u8>> {
         let member = if self.public["kty"] == "RSA" {
             "n"
         } else {
             "x"
         };
         let text = self.public[member].as_str().expect("a base64url member");
-        URL_SAFE_NO_PAD.decode(text).expect("valid base64url")
+        let mut secrets = vec![URL_SAFE_NO_PAD.decode(text).expect("valid base64url")];
+        if self.algorithm == Algorithm::RS256 {
+            let key = rsa::RsaPrivateKey::from_pkcs8_pem(&self.pem).expect("parse the RSA key");
+            let public = key
+                .to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .expect("encode the RSA public key");
+            secrets.push(public.into_bytes());
+        }
+        secrets
     }
 
     /// Signs `claims` with this key, with its `kid` in the header.
