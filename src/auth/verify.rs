@@ -86,7 +86,7 @@ struct Shared {
     fetcher: Fetcher,
     settings: JwtSettings,
     /// Replaced whole on a refresh; readers clone one key's `Arc` and release the lock at once.
-    keys: RwLock<Arc<KeySet>>,
+    keys: RwLock<KeySet>,
     /// The time of the last fetch. Held across a fetch, so concurrent refreshes coalesce.
     last_fetch: Mutex<Instant>,
 }
@@ -108,7 +108,7 @@ impl Verifier {
         let shared = Arc::new(Shared {
             fetcher,
             settings: settings.clone(),
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new(keys),
             last_fetch: Mutex::new(Instant::now()),
         });
         let refresher = tokio::spawn(refresh_periodically(Arc::clone(&shared)));
@@ -192,7 +192,7 @@ impl Shared {
         *self
             .keys
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(keys);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
         tracing::debug!(keys = count, "JWKS refreshed");
         Ok(())
     }
