@@ -3,9 +3,9 @@
 //! The policy, for every route under /api/v1:
 //!
 //! - `admin` grants every operation on every user and on what belongs to users.
-//! - Without `admin`, a token reads only the user whose id is its `sub` (and that user's
-//!   orders, preferences and profile) with `users:read`, and changes or deletes them only with
-//!   `users:write`. `users:write` does not imply `users:read`.
+//! - Without `admin`, a token reads only the user whose id is its `sub` (and what belongs to
+//!   that user) with `users:read`, and changes or deletes them only with `users:write`.
+//!   `users:write` does not imply `users:read`.
 //! - Listing users needs `admin`; creating a user needs `users:write` (or `admin`).
 //!
 //! A missing scope is a 403 naming the scope. A request with the right scope for another
