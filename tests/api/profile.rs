@@ -334,3 +334,62 @@ async fn profile_recovers_after_connections_are_killed() {
     assert!(statuses.iter().all(|&status| status == 200), "{statuses:?}");
     app.stop().await;
 }
+
+/// Profiles in flight on the shared read connections when those are killed get 200 (the
+/// read is retried on the pool) or 503, never another status; later profiles all get 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_in_flight_on_killed_connection_get_503_at_worst() {
+    let Some(server) = test_postgres::server() else {
+        return;
+    };
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let user = app.create_user("Caught", "caught@example.com").await;
+    let path = format!("/api/v1/users/{}/profile", user["id"]);
+    let (locker, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            let request = app.client.get(app.url(&path));
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed = server
+        .admin()
+        .await
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'peregrine'",
+            &[&database_name(&app.database_url)],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    let mut caught = Vec::new();
+    for request in in_flight {
+        caught.push(request.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut after = Vec::new();
+    for _ in 0..10 {
+        after.push(app.get(&path).await.status().as_u16());
+    }
+
+    assert!(!killed.is_empty(), "there were connections to kill");
+    assert!(
+        caught.iter().all(|&status| status == 200 || status == 503),
+        "{caught:?}"
+    );
+    assert!(after.iter().all(|&status| status == 200), "{after:?}");
+    app.stop().await;
+}
