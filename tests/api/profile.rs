@@ -335,10 +335,10 @@ async fn profile_recovers_after_connections_are_killed() {
     app.stop().await;
 }
 
-/// Profiles in flight on the shared read connections when those are killed get 200 (the
-/// read is retried on the pool) or 503, never another status; later profiles all get 200.
+/// Profiles in flight on the shared read connections when those are killed get 200, because
+/// the read is retried on the pool, or 503, never another status. Later profiles all get 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn profiles_in_flight_on_killed_connection_get_503_at_worst() {
+async fn killed_connection_profiles_get_200_or_503() {
     let Some(server) = test_postgres::server() else {
         return;
     };
