@@ -393,3 +393,65 @@ async fn killed_connection_profiles_get_200_or_503() {
     assert!(after.iter().all(|&status| status == 200), "{after:?}");
     app.stop().await;
 }
+
+/// With DB_PREPARED_STATEMENTS=false (PgBouncer in transaction mode) every statement of the
+/// orders, preferences and profile routes goes out unnamed, on both read modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_serve_orders_and_profile() {
+    for read_clients in ["0", "2"] {
+        let options = Options {
+            args: [
+                "--db-prepared-statements",
+                "false",
+                "--db-read-clients",
+                read_clients,
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::default()
+        };
+        let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+            return;
+        };
+        let user = app.create_user("Unnamed", "unnamed@example.com").await;
+        let order = create_order(&app, &user, json!({ "amount": 3, "currency": "CHF" })).await;
+        let saved = app
+            .client
+            .put(app.url(&format!("/api/v1/users/{}/preferences", user["id"])))
+            .header("content-type", "application/json")
+            .header("if-match", "\"0\"")
+            .body(
+                json!({
+                    "language": "it",
+                    "time_zone": "Europe/Rome",
+                    "notifications": { "email": true, "sms": true, "push": true },
+                    "theme": "light",
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+
+        let fetched = app.get(&format!("/api/v1/orders/{}", order["id"])).await;
+        let profile: Value = app
+            .get(&format!("/api/v1/users/{}/profile", user["id"]))
+            .await
+            .json()
+            .await
+            .unwrap();
+
+        assert_eq!(saved.status(), 200, "read clients {read_clients}");
+        assert_eq!(fetched.status(), 200, "read clients {read_clients}");
+        assert_eq!(
+            profile["orders"],
+            json!([order]),
+            "read clients {read_clients}"
+        );
+        assert_eq!(
+            profile["preferences"]["time_zone"], "Europe/Rome",
+            "read clients {read_clients}"
+        );
+        app.stop().await;
+    }
+}
