@@ -36,13 +36,23 @@ class LoadFailed(Exception):
     """The load generator failed or printed no summary."""
 
 
+# The wrk script of each scenario.
+SCRIPTS = {
+    "hello": "hello.lua",
+    "db": "users.lua",
+    "stress": "users.lua",
+    "profile": "profile.lua",
+    "profile-stress": "profile.lua",
+}
+
+
 def run_wrk(port: int, scenario: str, connections: int, seconds: int, cpus: str,
             raw_path: Path | None, token_file: Path | None = None) -> LoadResult:
-    """Run wrk; with `token_file`, every request carries the bearer token in that file."""
-    if scenario == "hello":
-        script = "hello.lua"
-    else:
-        script = "users.lua" if token_file is None else "users_auth.lua"
+    """Run wrk; with `token_file`, the db scenario sends the bearer token in that file with
+    every request."""
+    script = SCRIPTS[scenario]
+    if token_file is not None and scenario == "db":
+        script = "users_auth.lua"
     command = [
         "taskset", "-c", cpus, "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s",
         f"--timeout={WRK_TIMEOUT}", "--latency", "-s", str(LUA_DIR / script),

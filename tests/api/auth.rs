@@ -492,7 +492,78 @@ async fn owner_changes_own_user(backend: Backend) {
     app.stop().await;
 }
 
-crate::on_both_backends!(other_users_record_is_not_found, owner_changes_own_user);
+async fn other_users_orders_are_not_found(backend: Backend) {
+    let key = SigningKey::ec("k1");
+    let jwks = JwksServer::start(&[&key]).await;
+    let Some(app) = spawn_on(backend, &jwks, "0s").await else {
+        return;
+    };
+    let admin = key.token("ops", "admin");
+    let alice = create_user(&app, &admin, "alice@example.com").await;
+    let bob = create_user(&app, &admin, "bob@example.com").await;
+    let alice_token = key.token(&alice, READ_WRITE);
+    let order = json!({ "amount": 1999, "currency": "EUR" });
+
+    use reqwest::Method;
+    let path = format!("/api/v1/users/{alice}/orders");
+    let response = send(&app, Method::POST, &path, &alice_token, Some(order.clone())).await;
+    assert_eq!(response.status(), 201, "alice orders for herself");
+    let path = format!("/api/v1/users/{bob}/orders");
+    let response = send(&app, Method::POST, &path, &admin, Some(order.clone())).await;
+    assert_eq!(response.status(), 201, "admin orders for bob");
+    let bob_order: Value = response.json().await.expect("a JSON order");
+    let bob_order = format!("/api/v1/orders/{}", bob_order["id"]);
+
+    for path in [
+        format!("/api/v1/users/{alice}/orders"),
+        format!("/api/v1/users/{alice}/preferences"),
+        format!("/api/v1/users/{alice}/profile"),
+    ] {
+        assert_eq!(get(&app, &path, &alice_token).await.status(), 200, "{path}");
+    }
+    for path in [
+        format!("/api/v1/users/{bob}/orders"),
+        format!("/api/v1/users/{bob}/preferences"),
+        format!("/api/v1/users/{bob}/profile"),
+        bob_order.clone(),
+    ] {
+        problem(get(&app, &path, &alice_token).await, 404).await;
+        assert_eq!(
+            get(&app, &path, &admin).await.status(),
+            200,
+            "admin reads {path}"
+        );
+    }
+    let hidden = problem(get(&app, &bob_order, &alice_token).await, 404).await;
+    let bob_id = bob_order.rsplit('/').next().unwrap_or_default().to_owned();
+    assert_eq!(
+        hidden["detail"],
+        json!(format!("no order with id {bob_id}"))
+    );
+
+    let path = format!("/api/v1/users/{bob}/orders");
+    let response = send(&app, Method::POST, &path, &alice_token, Some(order)).await;
+    problem(response, 404).await;
+    let path = format!("/api/v1/users/{bob}/preferences");
+    let response = send(&app, Method::PUT, &path, &alice_token, Some(json!({}))).await;
+    problem(response, 404).await;
+
+    let writer_only = key.token(&alice, "users:write");
+    let response = get(
+        &app,
+        &format!("/api/v1/users/{alice}/profile"),
+        &writer_only,
+    )
+    .await;
+    problem(response, 403).await;
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    other_users_record_is_not_found,
+    owner_changes_own_user,
+    other_users_orders_are_not_found
+);
 
 #[tokio::test]
 async fn missing_scopes_forbidden() {
