@@ -8,6 +8,7 @@ mod connections;
 mod input;
 mod middleware;
 mod operations;
+mod pooler;
 mod postgres;
 mod postgres_connect;
 mod shutdown;
