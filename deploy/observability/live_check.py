@@ -43,7 +43,9 @@ from pathlib import Path
 
 import yaml
 
-from check_queries import DASHBOARD, RULES, dashboard_queries, metric_names, substitute
+# Importing check_queries from the source tree must leave no __pycache__ there.
+sys.dont_write_bytecode = True
+from check_queries import DASHBOARD, RULES, dashboard_queries, metric_names, substitute  # noqa: E402
 
 PROMETHEUS = "/usr/bin/prometheus"
 SCRAPE_INTERVAL_SECONDS = 1
