@@ -88,7 +88,11 @@ impl TestApp {
         };
 
         let mut args = options.args;
+        let sets_statements = args
+            .iter()
+            .any(|arg| arg.starts_with("--db-prepared-statements"));
         if backend == Backend::Postgres
+            && !sets_statements
             && let Some(value) = postgres::pgbouncer::prepared_statements()
         {
             args.push(format!("--db-prepared-statements={value}"));
