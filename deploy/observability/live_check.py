@@ -268,7 +268,10 @@ class Names:
 
     def __init__(self, prometheus):
         self.prometheus = prometheus
-        self.metrics = set(query(prometheus, "/api/v1/label/__name__/values")["data"])
+        names = query(prometheus, "/api/v1/label/__name__/values")
+        if names.get("status") != "success":
+            sys.exit(f"Prometheus did not list the metric names: {names.get('error')}")
+        self.metrics = set(names["data"])
         self.labels = {}
 
     def labels_of(self, metric):
