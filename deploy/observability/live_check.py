@@ -356,10 +356,10 @@ def run(binary, work):
 
         problems = []
         for reason, expr in WRONG_EXPRESSIONS.items():
-            found, _ = check(prometheus, names, "self-check", expr, [])
+            found, _ = check(prometheus, names, f"self-check, {reason}", expr, [])
             if not found:
                 problems.append(f"the check did not report {reason} in {expr}")
-            print(f"self-check: {reason} reported: {found[0] if found else 'NOT REPORTED'}")
+            print(found[0] if found else f"self-check, {reason}: NOT REPORTED")
 
         expressions = list(dashboard_expressions()) + list(rule_expressions())
         for where, expr, extra in expressions:
