@@ -9,10 +9,10 @@
 //! mode in front of the throwaway cluster (see [`pgbouncer`]), and [`Server::create_database`]
 //! returns URLs through it. The harness itself still connects to the cluster directly. The
 //! users tests, the pooler test and the rolling restart run that way in CI. A few other tests
-//! fail through PgBouncer, because they check a direct connection: the statement timeout
-//! (PgBouncer drops the `options` that carry it), the replacement of connections that the
-//! server killed (PgBouncer keeps the client side open), and a start that waits for a late
-//! database (the test rewrites the cluster's port in the URL).
+//! check a direct connection, so they fail through PgBouncer. PgBouncer drops the `options`
+//! that carry the statement timeout, and it keeps the client side open when the server kills
+//! a connection. The test of a start that waits for a late database rewrites the cluster's
+//! port in the URL.
 //!
 //! The rolling-restart test includes this file too, through a `#[path]` module.
 
