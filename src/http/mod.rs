@@ -1,8 +1,11 @@
 //! The HTTP surface: the route table, the state handlers share, and the middleware stack.
 
 mod extract;
+mod orders;
+mod preferences;
 mod probes;
 pub mod problem;
+mod profile;
 mod users;
 
 use std::time::Duration;
@@ -59,6 +62,16 @@ pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>
             "/api/v1/users/{id}",
             get(users::get).patch(users::update).delete(users::delete),
         )
+        .route(
+            "/api/v1/users/{id}/orders",
+            get(orders::list).post(orders::create),
+        )
+        .route("/api/v1/orders/{id}", get(orders::get))
+        .route(
+            "/api/v1/users/{id}/preferences",
+            get(preferences::get).put(preferences::put),
+        )
+        .route("/api/v1/users/{id}/profile", get(profile::get))
         .fallback(|| async { ApiError::RouteNotFound })
         .with_state(state);
 
