@@ -170,6 +170,16 @@ pub struct Config {
     )]
     pub db_password: Option<Secret>,
 
+    /// File that contains the PostgreSQL password, such as a mounted Kubernetes Secret. It
+    /// replaces DB_PASSWORD or a password in DATABASE_URL, which must then be unset.
+    #[arg(
+        long,
+        env = "DB_PASSWORD_FILE",
+        value_name = "DB_PASSWORD_FILE",
+        conflicts_with = "db_password"
+    )]
+    pub db_password_file: Option<PathBuf>,
+
     /// PostgreSQL database name.
     #[arg(
         long,
@@ -424,8 +434,16 @@ impl Config {
     }
 
     /// Returns the database this configuration selects, with DATABASE_URL taking precedence
-    /// over DB_*.
+    /// over DB_*, and the password of DB_PASSWORD_FILE when it is set.
     pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
+        let database = self.database_without_password_file()?;
+        match &self.db_password_file {
+            Some(path) => database.with_password_file(path),
+            None => Ok(database),
+        }
+    }
+
+    fn database_without_password_file(&self) -> Result<DatabaseConfig, ConfigError> {
         if let Some(url) = &self.database_url {
             return DatabaseConfig::from_url(
                 url.expose(),
@@ -724,6 +742,34 @@ mod tests {
         for url in ["http://10.0.0.1/jwks", "http://idp.example/jwks"] {
             assert!(parse_jwks_url(url).is_err(), "{url}");
         }
+    }
+
+    #[test]
+    fn password_file_conflicts_with_db_password() {
+        let parsed = Config::try_parse_from([
+            "peregrine",
+            "--db-password",
+            "s3cret",
+            "--db-password-file",
+            "/run/secrets/db-password",
+        ]);
+        let err = parsed.unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn password_file_read_for_db_host() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "s3cret\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let config =
+            Config::try_parse_from(["peregrine", "--db-host", "db", "--db-password-file", path])
+                .unwrap();
+        let DatabaseConfig::Postgres(settings) = config.database().unwrap() else {
+            panic!("DB_HOST selects PostgreSQL");
+        };
+        assert_eq!(settings.config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(settings.config.get_hosts().len(), 1);
     }
 
     #[test]

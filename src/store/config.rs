@@ -1,6 +1,6 @@
 //! The database selection, parsed from DATABASE_URL or the DB_* settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::ValueEnum;
@@ -99,6 +99,23 @@ impl DatabaseConfig {
         })))
     }
 
+    /// Sets the PostgreSQL password to the contents of `path` (DB_PASSWORD_FILE), as
+    /// Kubernetes mounts a key of a Secret as a file. SQLite needs no password and ignores it.
+    pub fn with_password_file(self, path: &Path) -> Result<Self, ConfigError> {
+        let DatabaseConfig::Postgres(mut settings) = self else {
+            return Ok(self);
+        };
+        if settings.config.get_password().is_some() {
+            return Err(ConfigError {
+                variable: "DB_PASSWORD_FILE",
+                reason: "is set, and DATABASE_URL contains a password too; remove one of them"
+                    .to_owned(),
+            });
+        }
+        settings.config.password(read_password_file(path)?);
+        Ok(DatabaseConfig::Postgres(settings))
+    }
+
     /// Builds PostgreSQL settings from the separate DB_* values.
     pub fn postgres_from_parts(
         host: &str,
@@ -120,6 +137,30 @@ impl DatabaseConfig {
             ssl_root_cert,
         }))
     }
+}
+
+/// Reads a password file. One trailing line break is removed, because a file written with
+/// `echo` ends with one.
+fn read_password_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let invalid = |reason: String| ConfigError {
+        variable: "DB_PASSWORD_FILE",
+        reason,
+    };
+    let mut password = std::fs::read(path)
+        .map_err(|err| invalid(format!("cannot read {}: {err}", path.display())))?;
+    if password.ends_with(b"\n") {
+        password.pop();
+        if password.ends_with(b"\r") {
+            password.pop();
+        }
+    }
+    if password.is_empty() {
+        return Err(invalid(format!(
+            "{} is empty; write the PostgreSQL password into it",
+            path.display()
+        )));
+    }
+    Ok(password)
 }
 
 #[cfg(test)]
@@ -162,6 +203,81 @@ mod tests {
     fn url_rejects_other_schemes() {
         assert!(DatabaseConfig::from_url("mysql://db/app", SslMode::Prefer, None).is_err());
         assert!(DatabaseConfig::from_url("sqlite://", SslMode::Prefer, None).is_err());
+    }
+
+    fn password_file(contents: &[u8]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), contents).unwrap();
+        file
+    }
+
+    fn with_file(url: &str, path: &Path) -> Result<PostgresSettings, ConfigError> {
+        match DatabaseConfig::from_url(url, SslMode::Prefer, None)?.with_password_file(path)? {
+            DatabaseConfig::Postgres(settings) => Ok(*settings),
+            other => panic!("expected PostgreSQL, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn password_file_sets_password() {
+        let file = password_file(b"s3cret");
+        let settings = with_file("postgres://u@db/app", file.path()).unwrap();
+        assert_eq!(settings.config.get_password(), Some(&b"s3cret"[..]));
+    }
+
+    #[test]
+    fn password_file_drops_one_line_break() {
+        for (contents, expected) in [
+            (&b"s3cret\n"[..], &b"s3cret"[..]),
+            (b"s3cret\r\n", b"s3cret"),
+            (b"s3cret\n\n", b"s3cret\n"),
+            (b" s3cret ", b" s3cret "),
+        ] {
+            let file = password_file(contents);
+            let settings = with_file("postgres://u@db/app", file.path()).unwrap();
+            assert_eq!(
+                settings.config.get_password(),
+                Some(expected),
+                "{contents:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_file_rejects_empty_file() {
+        for contents in [&b""[..], b"\n"] {
+            let file = password_file(contents);
+            let err = with_file("postgres://u@db/app", file.path()).unwrap_err();
+            assert_eq!(err.variable, "DB_PASSWORD_FILE");
+            assert!(err.reason.contains("is empty"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn password_file_missing_names_path() {
+        let err =
+            with_file("postgres://u@db/app", Path::new("/nonexistent/db-password")).unwrap_err();
+        assert_eq!(err.variable, "DB_PASSWORD_FILE");
+        assert!(
+            err.reason.contains("/nonexistent/db-password"),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
+    fn password_file_conflicts_with_url_password() {
+        let file = password_file(b"s3cret");
+        let err = with_file("postgres://u:other@db/app", file.path()).unwrap_err();
+        assert_eq!(err.variable, "DB_PASSWORD_FILE");
+        assert!(err.reason.contains("DATABASE_URL"), "{}", err.reason);
+    }
+
+    #[test]
+    fn password_file_ignored_for_sqlite() {
+        let sqlite = DatabaseConfig::from_url("sqlite://app.db", SslMode::Prefer, None).unwrap();
+        let unchanged = sqlite.with_password_file(Path::new("/nonexistent/db-password"));
+        assert!(matches!(unchanged, Ok(DatabaseConfig::Sqlite { .. })));
     }
 
     #[test]

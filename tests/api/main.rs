@@ -10,6 +10,7 @@ mod input;
 mod middleware;
 mod operations;
 mod orders;
+mod pooler;
 mod postgres;
 mod postgres_connect;
 mod preferences;

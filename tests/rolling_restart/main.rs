@@ -15,12 +15,17 @@
 //! Without nginx the test prints one line and passes, and PEREGRINE_REQUIRE_NGINX=1 makes that
 //! a failure. PostgreSQL is TEST_DATABASE_URL (a superuser URL) or a throwaway cluster started
 //! from the server binaries on this machine; without either, likewise, unless
-//! PEREGRINE_REQUIRE_POSTGRES=1.
+//! PEREGRINE_REQUIRE_POSTGRES=1. With PEREGRINE_TEST_PGBOUNCER=1 the replicas connect through
+//! PgBouncer in transaction pooling mode, with DB_PREPARED_STATEMENTS=false.
 
 mod nginx;
-mod postgres;
 mod process;
 mod replica;
+
+// The API tests' PostgreSQL harness, of which this test uses the shared server only.
+#[allow(dead_code)]
+#[path = "../api/harness/postgres.rs"]
+mod postgres;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -35,7 +40,6 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use nginx::{Nginx, find_nginx};
-use postgres::Postgres;
 use replica::Replica;
 
 /// Replicas behind nginx outside a replacement, as the HPA's minimum in deploy/k8s.
@@ -79,20 +83,13 @@ fn rolling_restart_loses_no_request() {
         return;
     };
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    // The postgres user owns the cluster inside it, and nginx's workers may run as the user
-    // nobody.
+    // nginx's workers may run as the user `nobody`.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
         .expect("open the temporary directory to other users");
-    let postgres = match Postgres::start(dir.path()) {
-        Ok(postgres) => postgres,
-        Err(reason) => {
-            assert!(
-                std::env::var("PEREGRINE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "PostgreSQL is required (PEREGRINE_REQUIRE_POSTGRES=1) but unavailable: {reason}"
-            );
-            eprintln!("skipping the rolling-restart test: {reason}");
-            return;
-        }
+    // Without a server this prints why and returns None, or fails with
+    // PEREGRINE_REQUIRE_POSTGRES=1.
+    let Some(postgres) = postgres::server() else {
+        return;
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -103,14 +100,15 @@ fn rolling_restart_loses_no_request() {
     // Processes start from this thread only: their parent-death signal fires when the thread
     // that forked them exits, and a runtime's worker threads come and go.
     runtime.block_on(async {
-        tokio::time::timeout(TEST_TIMEOUT, run(&nginx, &postgres, &dir))
+        tokio::time::timeout(TEST_TIMEOUT, run(&nginx, postgres, &dir))
             .await
             .expect("the rolling restart did not finish within its time limit");
     });
 }
 
-async fn run(nginx_binary: &Path, postgres: &Postgres, dir: &TempDir) {
-    let database_url = postgres.create_database().await;
+async fn run(nginx_binary: &Path, postgres: &postgres::Server, dir: &TempDir) {
+    let database = postgres.create_database_named().await;
+    let database_url = postgres.client_url_for(&database);
     let mut replicas = Vec::new();
     for _ in 0..REPLICAS {
         replicas.push(Replica::start(dir.path(), &database_url));
@@ -173,7 +171,7 @@ async fn run(nginx_binary: &Path, postgres: &Postgres, dir: &TempDir) {
         worker.await.expect("load worker");
     }
     let reloads = controller.await.expect("endpoint controller");
-    let stored = postgres.users(&database_url).await;
+    let stored = stored_users(&postgres.url_for(&database)).await;
     report_and_check(&load, reloads, &stored, &exits, &new_addresses, &nginx);
 }
 
@@ -234,6 +232,19 @@ fn report_and_check(
     }
     let errors = nginx.error_lines();
     assert!(errors.is_empty(), "nginx logged errors:\n{errors}");
+}
+
+/// Returns every stored user's email address by id, read straight from PostgreSQL.
+async fn stored_users(database_url: &str) -> HashMap<i64, String> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    let rows = client
+        .query("SELECT id, email FROM users", &[])
+        .await
+        .expect("read the users table");
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
 }
 
 /// Counts and outcomes of the load, shared by the workers.

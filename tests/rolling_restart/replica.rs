@@ -42,6 +42,9 @@ impl Replica {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file"))
             .stderr(log);
+        if let Some(value) = super::postgres::pgbouncer::prepared_statements() {
+            command.env("DB_PREPARED_STATEMENTS", value);
+        }
         end_with_parent(&mut command, libc::SIGKILL);
         let child = command.spawn().expect("start peregrine");
         let mut replica = Replica {

@@ -88,7 +88,17 @@ impl TestApp {
             (None, Backend::Postgres) => postgres::server()?.create_database().await,
         };
 
-        let config = test_config(&database_url, &options.args).expect("test settings parse");
+        let mut args = options.args;
+        let sets_statements = args
+            .iter()
+            .any(|arg| arg.starts_with("--db-prepared-statements"));
+        if backend == Backend::Postgres
+            && !sets_statements
+            && let Some(value) = postgres::pgbouncer::prepared_statements()
+        {
+            args.push(format!("--db-prepared-statements={value}"));
+        }
+        let config = test_config(&database_url, &args).expect("test settings parse");
 
         let app = Application::build_with_routes(config, options.routes.unwrap_or_default())
             .await

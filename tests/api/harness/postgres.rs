@@ -4,6 +4,20 @@
 //! The throwaway cluster runs with TLS on, from a certificate authority made here, so that the
 //! TLS tests can check verification. It stops when the test process exits: the postmaster gets
 //! SIGINT (a fast shutdown) as its parent-death signal.
+//!
+//! With PEREGRINE_TEST_PGBOUNCER=1 the harness also starts PgBouncer in transaction pooling
+//! mode in front of the throwaway cluster (see [`pgbouncer`]), and [`Server::create_database`]
+//! returns URLs through it. The harness itself still connects to the cluster directly. The
+//! users tests, the pooler test and the rolling restart run that way in CI. A few other tests
+//! check a direct connection, so they fail through PgBouncer. PgBouncer drops the `options`
+//! that carry the statement timeout, and it keeps the client side open when the server kills
+//! a connection. The test of a start that waits for a late database rewrites the cluster's
+//! port in the URL.
+//!
+//! The rolling-restart test includes this file too, through a `#[path]` module.
+
+#[path = "pgbouncer.rs"]
+pub mod pgbouncer;
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -23,6 +37,8 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     pub host: String,
     pub port: u16,
+    /// The loopback port of PgBouncer, set only with PEREGRINE_TEST_PGBOUNCER=1.
+    pub pgbouncer_port: Option<u16>,
     /// Set only for a cluster started here.
     cluster: Option<Cluster>,
 }
@@ -57,8 +73,15 @@ pub fn server() -> Option<&'static Server> {
 }
 
 impl Server {
-    /// Creates an empty database for one test and returns its URL (TLS off).
+    /// Creates an empty database for one test and returns the URL a server under test gets:
+    /// through PgBouncer when the harness started one, else straight to PostgreSQL. TLS is off.
     pub async fn create_database(&self) -> String {
+        let name = self.create_database_named().await;
+        self.client_url_for(&name)
+    }
+
+    /// Creates an empty database for one test and returns its name.
+    pub async fn create_database_named(&self) -> String {
         let name = format!(
             "peregrine_test_{}_{}",
             std::process::id(),
@@ -69,10 +92,19 @@ impl Server {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the test database");
-        self.url_for(&name)
+        name
     }
 
-    /// Returns a URL for database `name` on this server, with TLS off.
+    /// Returns a URL for database `name` through PgBouncer when the harness started one,
+    /// else [`Server::url_for`]. TLS is off.
+    pub fn client_url_for(&self, name: &str) -> String {
+        match self.pgbouncer_port {
+            Some(port) => format!("postgres://postgres@127.0.0.1:{port}/{name}?sslmode=disable"),
+            None => self.url_for(name),
+        }
+    }
+
+    /// Returns a URL for database `name` on this server, straight to PostgreSQL, with TLS off.
     pub fn url_for(&self, name: &str) -> String {
         let base = self.admin_url.split('?').next().unwrap_or_default();
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
@@ -101,6 +133,12 @@ impl Server {
 
 fn start() -> Result<Server, String> {
     if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+        if pgbouncer::requested() {
+            return Err(
+                "PEREGRINE_TEST_PGBOUNCER=1 needs the throwaway cluster; unset TEST_DATABASE_URL"
+                    .to_owned(),
+            );
+        }
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|err| format!("invalid TEST_DATABASE_URL: {err}"))?;
@@ -114,10 +152,21 @@ fn start() -> Result<Server, String> {
             tls: None,
             host,
             port,
+            pgbouncer_port: None,
             cluster: None,
         });
     }
-    start_cluster(0)
+    let mut server = start_cluster(0)?;
+    if pgbouncer::requested() {
+        let cluster = server
+            .cluster
+            .as_ref()
+            .expect("start_cluster sets the cluster");
+        let port = free_port()?;
+        pgbouncer::start(&cluster.dir, port, server.port, cluster.owner)?;
+        server.pgbouncer_port = Some(port);
+    }
+    Ok(server)
 }
 
 /// Starts a cluster of this test process's own that a test may stop and start again, or
@@ -212,13 +261,14 @@ fn start_cluster(index: usize) -> Result<Server, String> {
     let tls = write_certificates(&dir, owner)?;
     let port = free_port()?;
     spawn_postmaster(&bin.join("postgres"), &dir, &data, port, owner)?;
-    wait_for_port(port, Duration::from_secs(30))?;
+    wait_for_port(port, Duration::from_secs(30)).map_err(|err| format!("postgres: {err}"))?;
 
     Ok(Server {
         admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"),
         tls: Some(tls),
         host: "127.0.0.1".to_owned(),
         port,
+        pgbouncer_port: None,
         cluster: Some(Cluster {
             bin,
             dir,
@@ -421,6 +471,7 @@ fn spawn_postmaster(
         .map_err(|err| format!("start postgres: {err}"))?
 }
 
+/// Waits until something accepts connections on loopback `port`.
 fn wait_for_port(port: u16, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -430,6 +481,6 @@ fn wait_for_port(port: u16, timeout: Duration) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "postgres did not accept connections on port {port} within {timeout:?}"
+        "no connection accepted on port {port} within {timeout:?}"
     ))
 }
