@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod connections;
+mod contract;
 mod input;
 mod middleware;
 mod operations;
