@@ -3,15 +3,16 @@
 // operation of /openapi.json, and that "Try it out" on POST /api/v1/users gets 201.
 // Saves a screenshot of the page after that call.
 //
-// Usage: NODE_PATH=DIR/node_modules node docs_page.cjs BASE_URL SCREENSHOT.png
-// BASE_URL is a server on loopback, such as http://127.0.0.1:8080.
+// Usage: NODE_PATH=DIR/node_modules node docs_page.cjs BASE_URL SCREENSHOT.png [TOKEN]
+// BASE_URL is a server on loopback, such as http://127.0.0.1:8080. With TOKEN, a bearer token
+// that may create users, the page's "Authorize" dialog is given the token first.
 "use strict";
 
 const { chromium } = require("playwright-core");
 
-const [base, screenshotPath] = process.argv.slice(2);
+const [base, screenshotPath, token] = process.argv.slice(2);
 if (!base || !screenshotPath) {
-  console.error("usage: node docs_page.cjs BASE_URL SCREENSHOT.png");
+  console.error("usage: node docs_page.cjs BASE_URL SCREENSHOT.png [TOKEN]");
   process.exit(2);
 }
 const origin = new URL(base).origin;
@@ -65,6 +66,14 @@ async function main() {
     console.log(`operations listed: ${operations.length - missing.length} of ${operations.length}`);
     for (const operation of missing) {
       problems.push(`operation not listed: ${operation}`);
+    }
+
+    if (token) {
+      await page.locator(".auth-wrapper button.authorize").click();
+      const dialog = page.locator(".modal-ux");
+      await dialog.locator("input").first().fill(token);
+      await dialog.locator("button.modal-btn.authorize").click();
+      await dialog.locator("button.btn-done").click();
     }
 
     const create = page.locator("#operations-users-create_user");
