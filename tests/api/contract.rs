@@ -70,6 +70,34 @@ fn document_is_openapi_3_1_with_ids() {
     }
 }
 
+/// Every response link names an existing operation by `operationId`: utoipa 5.5 wrote
+/// `operation_id`, which schemathesis rejected as a link without a target.
+#[test]
+fn links_name_existing_operations() {
+    let document = document();
+    let mut operation_ids = Vec::new();
+    let mut links = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operation_ids.push(operation["operationId"].clone());
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    links.push((format!("{method} {path} {status} {name}"), link.clone()));
+                }
+            }
+        }
+    }
+
+    assert!(links.len() >= 5, "links: {links:?}");
+    for (name, link) in links {
+        assert!(
+            operation_ids.contains(&link["operationId"]),
+            "{name} names no operation: {link}"
+        );
+        assert!(link["parameters"]["id"].is_string(), "{name}: {link}");
+    }
+}
+
 /// Sends each documented operation once, with `{id}` 1 and a JSON body of `{}`, and checks
 /// that the route exists and the status is one the document lists for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
