@@ -31,6 +31,9 @@ pub struct CreateUserBody {
     /// Normalized to Unicode NFC and trimmed of white space before the checks: 1 to 100
     /// characters (counted after normalization), with no control characters and no
     /// bidirectional formatting characters (U+202A to U+202E, U+2066 to U+2069).
+    // The pattern: optional white space, then 1 to 100 characters that contain no control or
+    // bidirectional formatting character and neither start nor end with white space, then
+    // optional white space. `name_pattern_matches_validation` checks it against UserName::parse.
     #[schema(
         value_type = String,
         required = true,
