@@ -1,5 +1,5 @@
-//! The listeners beside the public one: metrics for Prometheus (METRICS_ADDR) and CPU
-//! profiles (ADMIN_ADDR, loopback by default, reachable in Kubernetes by port-forward).
+//! The listeners beside the public one: metrics for Prometheus (METRICS_ADDR) and CPU and
+//! heap profiles (ADMIN_ADDR, loopback by default, reachable in Kubernetes by port-forward).
 //!
 //! Neither is on the public port, and neither goes through the public middleware: a scrape or
 //! a profile is never shed, logged per request or counted in the request metrics.
@@ -16,6 +16,7 @@ use pprof::protos::Message;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::allocator::{self, HeapProfileError};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -50,6 +51,7 @@ async fn render_metrics(State(state): State<MetricsState>) -> Response {
 pub fn admin_router() -> Router {
     Router::new()
         .route("/debug/pprof/profile", get(cpu_profile))
+        .route("/debug/pprof/heap", get(heap_profile))
         .with_state(Arc::new(Mutex::new(())))
 }
 
@@ -91,6 +93,21 @@ async fn cpu_profile(
     match encoded {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
         Err(err) => profile_failed(&err),
+    }
+}
+
+/// Returns a heap profile of the live sampled allocations in gzipped pprof protobuf, which
+/// `go tool pprof` reads.
+async fn heap_profile() -> Response {
+    match allocator::heap_profile().await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(err @ (HeapProfileError::Unsupported | HeapProfileError::NotEnabled)) => {
+            (StatusCode::NOT_IMPLEMENTED, err.to_string()).into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "heap profile failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! server through [`server::Application`] on an ephemeral port.
 
 pub mod admin;
+pub mod allocator;
 pub mod config;
 pub mod domain;
 pub mod http;

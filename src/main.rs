@@ -6,6 +6,15 @@ use std::time::Duration;
 use clap::Parser;
 use peregrine::config::{Command, Config};
 
+/// jemalloc's start-up options, which jemalloc reads from this symbol: the heap profiler on
+/// from the start, sampling one allocation per 512 KiB allocated on average
+/// (`lg_prof_sample:19`), which keeps the cost of sampling out of the per-request budget.
+/// The symbol lives in the binary because the linker may drop it from a library.
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "malloc_conf")]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
+
 /// Time blocking tasks get to finish once the server has stopped.
 const EXIT_GRACE: Duration = Duration::from_millis(100);
 

@@ -8,17 +8,14 @@ mod users;
 
 use std::time::Duration;
 
-use axum::Router;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-
 use crate::metrics::HttpMetrics;
-use crate::middleware;
 use crate::middleware::client_ip::TrustedProxies;
 use crate::middleware::load_shed::InFlightLimit;
 use crate::middleware::rate_limit::RateLimit;
+use crate::middleware::stack::RequestLayer;
 use crate::shutdown::Readiness;
 use crate::store::Store;
+use axum::Router;
 use problem::ApiError;
 
 /// The state every handler can reach. It is cloned per request, so every field is cheap to
@@ -66,41 +63,7 @@ pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>
         .merge(with_middleware(api, &config, true))
 }
 
-/// Wraps `routes` in the middleware stack, outermost first: request id, client address, access
-/// log, problem rendering, metrics, rate limit and load shedding (when `shed`), panic recovery,
-/// timeout.
+/// Wraps `routes` in the middleware stack; `shed` routes are also rate limited and shed.
 fn with_middleware(routes: Router, config: &MiddlewareConfig, shed: bool) -> Router {
-    let inner = ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(middleware::problem::from_panic))
-        .layer(axum::middleware::from_fn_with_state(
-            config.write_timeout,
-            middleware::timeout::limit,
-        ));
-    let mut routes = routes.layer(inner);
-    if shed {
-        routes = routes.layer(axum::middleware::from_fn_with_state(
-            config.in_flight.clone(),
-            middleware::load_shed::limit,
-        ));
-        if let Some(rate_limit) = &config.rate_limit {
-            routes = routes.layer(axum::middleware::from_fn_with_state(
-                rate_limit.clone(),
-                middleware::rate_limit::limit,
-            ));
-        }
-    }
-    routes.layer(
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(middleware::request_id::assign))
-            .layer(axum::middleware::from_fn_with_state(
-                config.trusted_proxies.clone(),
-                middleware::client_ip::resolve,
-            ))
-            .layer(middleware::access_log::layer())
-            .layer(axum::middleware::from_fn(middleware::problem::render))
-            .layer(axum::middleware::from_fn_with_state(
-                config.metrics.clone(),
-                middleware::metrics::record,
-            )),
-    )
+    routes.layer(RequestLayer::new(config, shed))
 }

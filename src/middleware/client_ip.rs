@@ -9,10 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 
 /// The client's address, in the request's extensions for the access log and the rate limit.
@@ -47,22 +44,6 @@ impl TrustedProxies {
             .copied()
             .unwrap_or(peer)
     }
-}
-
-pub async fn resolve(
-    State(trusted): State<TrustedProxies>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    if let Some(peer) = peer {
-        let client = trusted.client_address(peer, request.headers());
-        request.extensions_mut().insert(ClientIp(client));
-    }
-    next.run(request).await
 }
 
 /// Collects the addresses the proxy headers list, left (farthest) to right (nearest): `Forwarded` when

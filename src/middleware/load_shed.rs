@@ -12,9 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -79,6 +76,22 @@ impl InFlightLimit {
         }
     }
 
+    /// Admits a request when fewer than the limit are in flight, and otherwise counts it as
+    /// shed and returns `Overloaded`.
+    pub fn try_admit(&self) -> Result<Admitted<'_>, ApiError> {
+        let in_flight = self.current.fetch_add(1, Ordering::AcqRel);
+        if in_flight >= self.limit.load(Ordering::Relaxed) {
+            self.current.fetch_sub(1, Ordering::AcqRel);
+            self.shed.inc();
+            return Err(ApiError::Overloaded);
+        }
+        Ok(Admitted {
+            limit: self,
+            in_flight: in_flight + 1,
+            started: Instant::now(),
+        })
+    }
+
     /// Feeds an admitted request's latency to the adaptive controller. A sample that arrives
     /// while another request has the controller locked is dropped rather than waited for.
     fn record(&self, latency: Duration, in_flight: usize) {
@@ -96,27 +109,24 @@ impl InFlightLimit {
     }
 }
 
-pub async fn limit(State(limit): State<InFlightLimit>, request: Request, next: Next) -> Response {
-    let in_flight = limit.current.fetch_add(1, Ordering::AcqRel);
-    if in_flight >= limit.limit.load(Ordering::Relaxed) {
-        limit.current.fetch_sub(1, Ordering::AcqRel);
-        limit.shed.inc();
-        return ApiError::Overloaded.into_response();
-    }
-    let _admitted = Admitted(&limit.current);
-
-    let started = Instant::now();
-    let response = next.run(request).await;
-    limit.record(started.elapsed(), in_flight + 1);
-    response
+/// A request's place under the limit, released when dropped, also when the client goes away
+/// mid-request.
+pub struct Admitted<'a> {
+    limit: &'a InFlightLimit,
+    in_flight: usize,
+    started: Instant,
 }
 
-/// Releases a request's place when dropped, also when the client goes away mid-request.
-struct Admitted<'a>(&'a AtomicUsize);
+impl Admitted<'_> {
+    /// Releases the place and feeds the request's latency to the adaptive controller.
+    pub fn complete(self) {
+        self.limit.record(self.started.elapsed(), self.in_flight);
+    }
+}
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.limit.current.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -3,48 +3,41 @@
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::StatusCode;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::metrics::{HttpMetrics, RequestLabels, RouteLabels, UNMATCHED_ROUTE, method_label};
+use crate::metrics::{HttpMetrics, RequestLabels, RouteLabels};
 
-pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, |path| intern(path.as_str()));
-    let _in_flight = InFlight::enter(&metrics.in_flight);
-    let started = Instant::now();
-
-    let response = next.run(request).await;
-
-    let labels = RouteLabels { method, route };
+/// Records a finished request: its count by method, route template and status, and its
+/// latency by method and route template.
+pub fn record(
+    metrics: &HttpMetrics,
+    method: &'static str,
+    route: &'static str,
+    status: StatusCode,
+    latency: Duration,
+) {
     metrics
         .duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    let status = response.status().as_u16();
+        .get_or_create(&RouteLabels { method, route })
+        .observe(latency.as_secs_f64());
     metrics
         .requests
         .get_or_create(&RequestLabels {
             method,
             route,
-            status,
+            status: status.as_u16(),
         })
         .inc();
-    response
 }
 
 /// Counts a request in flight until dropped, also when the client goes away mid-request.
-struct InFlight<'a>(&'a Gauge);
+pub struct InFlight<'a>(&'a Gauge);
 
 impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a Gauge) -> Self {
+    pub fn enter(gauge: &'a Gauge) -> Self {
         gauge.inc();
         InFlight(gauge)
     }
@@ -59,7 +52,7 @@ impl Drop for InFlight<'_> {
 /// Returns a `'static` copy of a route template, made once per template. Templates come only
 /// from the route table, so the set is small and fixed, and the copies live as long as the
 /// process, as the metric series that use them do.
-fn intern(template: &str) -> &'static str {
+pub fn intern(template: &str) -> &'static str {
     static TEMPLATES: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
 
     if let Some(&known) = TEMPLATES

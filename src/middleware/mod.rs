@@ -1,7 +1,6 @@
-//! Cross-cutting layers of the request path, one file each. The route table in
-//! [`crate::http`] stacks them in this order, outermost first: request id, client address,
-//! access log, problem rendering, metrics, rate limit and load shedding (API routes only),
-//! panic recovery, timeout.
+//! Cross-cutting concerns of the request path, one file each. The one layer in [`stack`] runs
+//! them in this order: request id, client address, access log, metrics, rate limit and load
+//! shedding (API routes only), timeout and panic recovery, problem rendering.
 
 pub mod access_log;
 pub mod client_ip;
@@ -10,4 +9,4 @@ pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
 pub mod request_id;
-pub mod timeout;
+pub mod stack;

@@ -1,16 +1,14 @@
 //! Renders problem+json bodies with the request id, and hands the error's cause or detail to
 //! the access log.
 //!
-//! Handlers and inner layers return responses that carry a [`Problem`] in their extensions and
-//! an empty body; this layer writes the body. An error status that arrives with an empty body
+//! Handlers and the admission checks return responses that carry a [`Problem`] in their
+//! extensions and an empty body, and [`render`] writes the body. An error status that arrives with an empty body
 //! and no problem (axum's own 405, for one) gets a generic problem for its status.
 
 use std::any::Any;
 
 use axum::body::{Body, HttpBody as _};
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::access_log::LoggedError;
@@ -19,10 +17,9 @@ use crate::http::problem::{ApiError, Problem};
 
 static PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 
-pub async fn render(request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    let response = next.run(request).await;
-
+/// Writes the problem+json body of an error response that carries a [`Problem`], with the
+/// request's id, and moves the error's cause to the extensions the access log reads.
+pub fn render(response: Response, request_id: &RequestId) -> Response {
     let status = response.status();
     if !status.is_client_error() && !status.is_server_error() {
         return response;
@@ -34,7 +31,6 @@ pub async fn render(request: Request, next: Next) -> Response {
         None => return Response::from_parts(parts, body),
     };
 
-    let request_id = request_id.as_ref().map_or("", RequestId::as_str);
     if let Some(cause) = &problem.cause {
         parts.extensions.insert(LoggedError(cause.clone()));
     }
@@ -42,7 +38,7 @@ pub async fn render(request: Request, next: Next) -> Response {
         .headers
         .insert(header::CONTENT_TYPE, PROBLEM_JSON.clone());
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(problem.body(request_id)))
+    Response::from_parts(parts, Body::from(problem.body(request_id.as_str())))
 }
 
 fn problem_for_bare_status(status: StatusCode) -> Problem {

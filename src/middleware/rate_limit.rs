@@ -10,14 +10,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use prometheus_client::metrics::counter::Counter;
 
-use super::client_ip::ClientIp;
 use crate::http::problem::ApiError;
 
 /// How often the state of clients that have been idle long enough to be at full burst again
@@ -52,22 +48,18 @@ impl RateLimit {
         });
         RateLimit { limiter, limited }
     }
-}
 
-pub async fn limit(State(limit): State<RateLimit>, request: Request, next: Next) -> Response {
-    let Some(&ClientIp(client)) = request.extensions().get::<ClientIp>() else {
-        return next.run(request).await;
-    };
-    match limit.limiter.check_key(&client) {
-        Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            limit.limited.inc();
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::RateLimited {
-                retry_after: retry_after.max(1),
-            }
-            .into_response()
-        }
+    /// Counts a request from `client` against its rate. A client over its rate gets
+    /// `RateLimited` with the seconds until its next request would be allowed.
+    pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
+        let Err(not_until) = self.limiter.check_key(&client) else {
+            return Ok(());
+        };
+        self.limited.inc();
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Err(ApiError::RateLimited {
+            retry_after: retry_after.max(1),
+        })
     }
 }

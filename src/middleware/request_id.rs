@@ -6,10 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -21,6 +18,11 @@ const MAX_LENGTH: usize = 64;
 pub struct RequestId(HeaderValue);
 
 impl RequestId {
+    /// Returns the id as a header value, for echoing it in the response.
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
+    }
+
     pub fn as_str(&self) -> &str {
         self.0
             .to_str()
@@ -34,16 +36,12 @@ static PREFIX: LazyLock<String> =
     LazyLock::new(|| format!("{:016x}", RandomState::new().hash_one(std::process::id())));
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-pub async fn assign(mut request: Request, next: Next) -> Response {
-    let id = match request.headers().get(&X_REQUEST_ID) {
-        Some(value) if is_valid(value.as_bytes()) => value.clone(),
-        _ => generate(),
-    };
-    request.extensions_mut().insert(RequestId(id.clone()));
-
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    response
+/// Returns the request's id: the client's `X-Request-Id` when it is valid, a new id otherwise.
+pub fn assign(headers: &HeaderMap) -> RequestId {
+    match headers.get(&X_REQUEST_ID) {
+        Some(value) if is_valid(value.as_bytes()) => RequestId(value.clone()),
+        _ => RequestId(generate()),
+    }
 }
 
 /// Accepts 1 to 64 characters of `[A-Za-z0-9._-]`, which is safe in logs, headers and JSON.

@@ -1,13 +1,14 @@
 //! The operations surface: Prometheus metrics with bounded labels, load shedding that spares
-//! the probes, and CPU profiles from the admin listener.
+//! the probes, and CPU and heap profiles from the admin listener.
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use pprof::protos::Message;
 
-use crate::harness::{Backend, Options, TestApp, problem};
+use crate::harness::{Backend, Options, Process, TestApp, get_status, problem};
 
 async fn scrape(app: &TestApp) -> String {
     let response = app
@@ -183,6 +184,69 @@ async fn cpu_profile_names_service_functions() {
         names.len()
     );
     app.stop().await;
+}
+
+#[test]
+fn heap_profile_of_the_binary_has_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("heap.db").display());
+    // No access log, because nothing reads the log until the end and a full pipe would stall
+    // the server. MALLOC_CONF overrides the compiled-in sampling interval of 512 KiB with
+    // 4 KiB, so the few MiB a fresh server holds leave many samples, not a handful.
+    let server = Process::start(&[
+        ("DATABASE_URL", url.as_str()),
+        ("RUST_LOG", "info,peregrine::middleware::access_log=warn"),
+        ("MALLOC_CONF", "lg_prof_sample:12"),
+    ]);
+    for _ in 0..50 {
+        assert_eq!(get_status(&server.address, "/api/v1/users?limit=100"), 200);
+    }
+
+    let admin = server.admin_address.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        stream,
+        "GET /debug/pprof/heap HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("chunked"), "{head}");
+
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&response[split + 4..])
+        .read_to_end(&mut decoded)
+        .expect("a gzipped body");
+    let profile = pprof::protos::Profile::decode(decoded.as_slice()).expect("a pprof protobuf");
+    let sample_types: Vec<&String> = profile
+        .sample_type
+        .iter()
+        .filter_map(|kind| profile.string_table.get(kind.ty as usize))
+        .collect();
+    assert!(
+        sample_types.contains(&&"inuse_space".to_owned()),
+        "{sample_types:?}"
+    );
+    assert!(!profile.sample.is_empty(), "the heap profile has samples");
+    assert!(
+        profile
+            .sample
+            .iter()
+            .any(|sample| sample.value.iter().any(|&v| v > 0)),
+        "a sample with live bytes"
+    );
+    let binary = profile
+        .mapping
+        .iter()
+        .filter_map(|mapping| profile.string_table.get(mapping.filename as usize))
+        .any(|file| file.ends_with("/peregrine"));
+    assert!(binary, "a mapping of the peregrine binary");
 }
 
 #[tokio::test]

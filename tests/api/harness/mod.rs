@@ -214,6 +214,8 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
 pub struct Process {
     pub child: Child,
     pub address: String,
+    /// `http://HOST:PORT` of the profiling listener.
+    pub admin_address: String,
     pub stdout: BufReader<ChildStdout>,
 }
 
@@ -230,6 +232,7 @@ impl Process {
         let mut process = Process {
             child,
             address: String::new(),
+            admin_address: String::new(),
             stdout,
         };
         let mut line = String::new();
@@ -246,6 +249,10 @@ impl Process {
                     .as_str()
                     .expect("address in the listening event");
                 process.address = format!("http://{address}");
+                let admin = event["admin_address"]
+                    .as_str()
+                    .expect("admin_address in the listening event");
+                process.admin_address = format!("http://{admin}");
                 return process;
             }
         }
