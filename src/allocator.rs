@@ -1,11 +1,12 @@
 //! The global allocator and its heap profiler.
 //!
-//! The default build uses jemalloc with its profiler compiled in. The `peregrine` binary
+//! The default build uses jemalloc with its profiler compiled in (the `heap-profile`
+//! feature). The `peregrine` binary
 //! turns sampling on from the start (its `malloc_conf`), so `/debug/pprof/heap` can report
 //! live allocations without a restart. Other programs that link this library, the tests
 //! among them, run jemalloc without the profiler and get `NotEnabled`.
 
-#[cfg(feature = "jemalloc")]
+#[cfg(feature = "heap-profile")]
 use std::sync::Arc;
 
 #[cfg(all(feature = "jemalloc", feature = "mimalloc"))]
@@ -24,7 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The reason a heap profile cannot be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum HeapProfileError {
-    #[error("this build does not use jemalloc, whose profiler heap profiles come from")]
+    #[error("this build has no heap profiler: it is built without the `heap-profile` feature")]
     Unsupported,
     #[error("jemalloc's profiler is not enabled")]
     NotEnabled,
@@ -33,7 +34,7 @@ pub enum HeapProfileError {
 }
 
 /// Takes a heap profile of the live sampled allocations, as gzipped pprof protobuf.
-#[cfg(feature = "jemalloc")]
+#[cfg(feature = "heap-profile")]
 pub async fn heap_profile() -> Result<Vec<u8>, HeapProfileError> {
     let Some(control) = jemalloc_pprof::PROF_CTL.as_ref() else {
         return Err(HeapProfileError::NotEnabled);
@@ -51,7 +52,7 @@ pub async fn heap_profile() -> Result<Vec<u8>, HeapProfileError> {
 }
 
 /// Returns `Unsupported`, because this build has no heap profiler.
-#[cfg(not(feature = "jemalloc"))]
+#[cfg(not(feature = "heap-profile"))]
 pub async fn heap_profile() -> Result<Vec<u8>, HeapProfileError> {
     Err(HeapProfileError::Unsupported)
 }

@@ -209,6 +209,12 @@ pub struct Config {
           default_value = "30s", value_parser = parse_duration)]
     pub db_connect_timeout: Duration,
 
+    /// Maximum time of a profile request's reads (user, orders, preferences); past it the
+    /// request gets a 504 and the reads are cancelled on the database.
+    #[arg(long, env = "PROFILE_TIMEOUT", value_name = "PROFILE_TIMEOUT", default_value = "3s",
+          value_parser = parse_duration)]
+    pub profile_timeout: Duration,
+
     /// Whether pending migrations are applied at start (true or false).
     #[arg(long, env = "DB_MIGRATE", value_name = "DB_MIGRATE", default_value_t = true,
           action = clap::ArgAction::Set)]
@@ -334,6 +340,7 @@ impl Config {
             read_clients: self.db_read_clients,
             acquire_timeout: self.db_acquire_timeout,
             connect_timeout: self.db_connect_timeout,
+            profile_timeout: self.profile_timeout,
         }
     }
 }

@@ -10,7 +10,7 @@ use peregrine::config::{Command, Config};
 /// from the start, sampling one allocation per 512 KiB allocated on average
 /// (`lg_prof_sample:19`), which keeps the cost of sampling out of the per-request budget.
 /// The symbol lives in the binary because the linker may drop it from a library.
-#[cfg(feature = "jemalloc")]
+#[cfg(feature = "heap-profile")]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "malloc_conf")]
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";

@@ -21,6 +21,7 @@ JAVA_JARS=(
 DEBIAN_PACKAGES=(
     ca-certificates curl
     golang-1.23-go golang-github-go-chi-chi-dev golang-github-jackc-pgx-v4-dev
+    golang-golang-x-sync-dev
     python3 python3-venv
     openjdk-17-jdk-headless libjetty9-java libhikaricp-java libpostgresql-jdbc-java
     libjackson2-databind-java libslf4j-java

@@ -26,8 +26,8 @@ MIN_OPEN_FILES = 6000
 # that every server sustains the same rate.
 OHA_RATE_SHARE = 0.5
 OHA_SCENARIOS = ("hello", "db")
-FULL_CONNECTIONS = {"hello": 500, "db": 500, "stress": 5000}
-QUICK_CONNECTIONS = {"hello": 50, "db": 50, "stress": 200}
+FULL_CONNECTIONS = {"hello": 500, "db": 500, "stress": 5000, "profile": 500, "profile-stress": 5000}
+QUICK_CONNECTIONS = {"hello": 50, "db": 50, "stress": 200, "profile": 50, "profile-stress": 200}
 # Seconds each measurement spends outside the load runs (start, checks, stop), an estimate
 # for the time left that is corrected by the measured pace as the run goes.
 OVERHEAD_ESTIMATE_SECONDS = 4

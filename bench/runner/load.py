@@ -36,9 +36,19 @@ class LoadFailed(Exception):
     """The load generator failed or printed no summary."""
 
 
+# The wrk script of each scenario.
+SCRIPTS = {
+    "hello": "hello.lua",
+    "db": "users.lua",
+    "stress": "users.lua",
+    "profile": "profile.lua",
+    "profile-stress": "profile.lua",
+}
+
+
 def run_wrk(port: int, scenario: str, connections: int, seconds: int, cpus: str,
             raw_path: Path | None) -> LoadResult:
-    script = LUA_DIR / ("hello.lua" if scenario == "hello" else "users.lua")
+    script = LUA_DIR / SCRIPTS[scenario]
     command = [
         "taskset", "-c", cpus, "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s",
         f"--timeout={WRK_TIMEOUT}", "--latency", "-s", str(script),

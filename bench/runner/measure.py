@@ -40,7 +40,7 @@ def start_server(spec: ServerSpec, settings: Settings) -> RunningServer:
 def server_database_url(spec: ServerSpec, url: str) -> str:
     # The cluster has no TLS. peregrine's default sslmode (prefer) would fall back to plain
     # TCP anyway, and the peers take no query parameters.
-    return url + "?sslmode=disable" if spec.name == "peregrine" else url
+    return url + "?sslmode=disable" if spec.name.startswith("peregrine") else url
 
 
 def pg_cpu_seconds(settings: Settings) -> float | None:

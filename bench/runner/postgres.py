@@ -12,12 +12,28 @@ from . import procstat
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 DATABASE = "bench"
 USER_COUNT = 10_000
+# Each user has this many orders, so a profile always shows its full 10, and every second
+# user has saved preferences, so profiles read both stored rows and the defaults.
+ORDERS_PER_USER = 20
 
 SEED_SQL = f"""
 INSERT INTO users (name, email, email_lower)
 SELECT 'User ' || i, 'user' || i || '@example.com', 'user' || i || '@example.com'
 FROM generate_series(1, {USER_COUNT}) AS i;
 ANALYZE users;
+"""
+
+SEED_ORDERS_SQL = f"""
+INSERT INTO orders (user_id, amount, currency, status)
+SELECT u, 100 + (u * 7 + n) % 10000, (ARRAY['EUR', 'USD', 'GBP', 'JPY'])[1 + n % 4],
+       (ARRAY['pending', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + n % 5]
+FROM generate_series(1, {USER_COUNT}) AS u, generate_series(1, {ORDERS_PER_USER}) AS n;
+INSERT INTO preferences (user_id, language, time_zone, notify_email, notify_sms, notify_push,
+                         theme, version)
+SELECT u, 'de-DE', 'Europe/Berlin', true, false, u % 3 = 0, 'dark', 1
+FROM generate_series(2, {USER_COUNT}, 2) AS u;
+ANALYZE orders;
+ANALYZE preferences;
 """
 
 
@@ -117,8 +133,9 @@ def run_as_postgres(command: list[str], log: Path) -> None:
 
 
 def prepare_schema(peregrine: Path, url: str) -> None:
-    """Create the users table with `peregrine migrate` and seed USER_COUNT users, unless the
-    database already contains exactly users 1 to USER_COUNT."""
+    """Create the tables with `peregrine migrate` and seed USER_COUNT users, unless the
+    database already contains exactly users 1 to USER_COUNT. Then seed their orders and
+    preferences, unless the database already contains orders."""
     subprocess.run([str(peregrine), "migrate"], check=True, capture_output=True,
                    env={**os.environ, "DATABASE_URL": url + "?sslmode=disable"})
 
@@ -131,5 +148,16 @@ def prepare_schema(peregrine: Path, url: str) -> None:
         raise RuntimeError(
             f"the users table at {url} contains {count} rows, {seeded} of them with ids 1 to "
             f"{USER_COUNT}; the benchmark needs exactly users 1 to {USER_COUNT}: point "
+            "BENCH_DATABASE_URL at an empty database"
+        )
+
+    orders = int(psql(url, "SELECT count(*) FROM orders"))
+    if orders == 0:
+        psql(url, SEED_ORDERS_SQL)
+        orders = int(psql(url, "SELECT count(*) FROM orders"))
+    if orders != USER_COUNT * ORDERS_PER_USER:
+        raise RuntimeError(
+            f"the orders table at {url} contains {orders} rows; the benchmark needs "
+            f"{ORDERS_PER_USER} per user ({USER_COUNT * ORDERS_PER_USER}): point "
             "BENCH_DATABASE_URL at an empty database"
         )

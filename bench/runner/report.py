@@ -12,6 +12,8 @@ SCENARIO_TITLES = {
     "hello": "hello: `GET /`",
     "db": "db: `GET /api/v1/users/{id}`",
     "stress": "stress: `GET /api/v1/users/{id}` under many connections",
+    "profile": "profile: `GET /api/v1/users/{id}/profile`",
+    "profile-stress": "profile-stress: `GET /api/v1/users/{id}/profile` under many connections",
 }
 ARTICLE = ("\"Why Go Is Ideal for High-Throughput APIs in Kubernetes Environments\" "
            "(support.tools, https://support.tools/go-language-high-throughput-apis-kubernetes/)")

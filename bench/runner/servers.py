@@ -34,7 +34,12 @@ class ServerSpec:
     database_variable: str = "DATABASE_URL"
 
 
-ALL_SCENARIOS = ("hello", "db", "stress")
+# db and profile run at 500 connections, stress and profile-stress at 5,000 (cli.py).
+ALL_SCENARIOS = ("hello", "db", "stress", "profile", "profile-stress")
+# The scenarios of the peers without a profile route.
+USERS_SCENARIOS = ("hello", "db", "stress")
+PEREGRINE_ENV = {"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s",
+                 "METRICS_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "127.0.0.1:0"}
 
 SERVERS = (
     ServerSpec(
@@ -45,8 +50,17 @@ SERVERS = (
         # The metrics and admin listeners default to fixed ports (the metrics one on every
         # address), so they move to free loopback ports, where no other process can collide
         # with them. Versions without these listeners ignore the variables.
-        env={"SERVER_HOST": "127.0.0.1", "LOG_FORMAT": "json", "SHUTDOWN_TIMEOUT": "5s",
-             "METRICS_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "127.0.0.1:0"},
+        env=PEREGRINE_ENV,
+        port_variable="SERVER_PORT",
+    ),
+    # The other read mode: reads check a connection out of the pool (DB_READ_CLIENTS=0)
+    # instead of sharing the pipelined read connections.
+    ServerSpec(
+        name="peregrine-pool",
+        label="peregrine (Rust), reads on the pool",
+        scenarios=("db", "stress", "profile", "profile-stress"),
+        command=(str(PEREGRINE_BINARY),),
+        env={**PEREGRINE_ENV, "DB_READ_CLIENTS": "0"},
         port_variable="SERVER_PORT",
     ),
     ServerSpec(
@@ -64,20 +78,20 @@ SERVERS = (
     ServerSpec(
         name="node",
         label="Node.js (Express + pg)",
-        scenarios=ALL_SCENARIOS,
+        scenarios=USERS_SCENARIOS,
         command=("node", str(PEERS_BUILD / "node/server.js")),
         env={"NODE_ENV": "production"},
     ),
     ServerSpec(
         name="python",
         label="Python (FastAPI + asyncpg)",
-        scenarios=ALL_SCENARIOS,
+        scenarios=USERS_SCENARIOS,
         command=(str(PEERS_BUILD / "python/venv/bin/python"), str(PEERS_BUILD / "python/serve.py")),
     ),
     ServerSpec(
         name="java",
         label="Java (Jetty + HikariCP)",
-        scenarios=ALL_SCENARIOS,
+        scenarios=USERS_SCENARIOS,
         command=("java", "-jar", str(PEERS_BUILD / "java/java-peer.jar")),
     ),
 )

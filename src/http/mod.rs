@@ -2,8 +2,11 @@
 
 mod extract;
 pub mod openapi;
+mod orders;
+mod preferences;
 mod probes;
 pub mod problem;
+mod profile;
 mod users;
 
 use std::time::Duration;

@@ -24,7 +24,7 @@ use utoipa_swagger_ui::Config as SwaggerConfig;
 use super::AppState;
 use super::problem::{ApiError, ProblemDetails};
 use super::users::{CreateUserBody, UpdateUserBody};
-use super::{probes, users};
+use super::{orders, preferences, probes, profile, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,9 @@ use super::{probes, users};
         route does not serve gets 405 with an `Allow` header."),
     tags(
         (name = "users", description = "User accounts"),
+        (name = "orders", description = "A user's orders"),
+        (name = "preferences", description = "A user's preferences, with optimistic concurrency"),
+        (name = "profile", description = "A user with their newest orders and preferences"),
         (name = "probes", description = "The benchmark baseline and the Kubernetes probes"),
         (name = "reference", description = "This document and its interactive reference page"),
     ),
@@ -71,6 +74,10 @@ pub fn routes() -> Routes {
     let (api, api_document) = OpenApiRouter::new()
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(orders::list, orders::create))
+        .routes(routes!(orders::get))
+        .routes(routes!(preferences::get, preferences::put))
+        .routes(routes!(profile::get))
         .split_for_parts();
 
     let mut document = ApiDoc::openapi();
@@ -216,6 +223,52 @@ pub struct PageParameters {
     /// The `next_cursor` of the previous page; the first page when absent.
     #[param(minimum = 1, nullable = false)]
     pub after: Option<i64>,
+}
+
+/// The `{id}` segment of `/api/v1/orders/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OrderIdParameter {
+    /// The order's id.
+    #[param(minimum = 1, example = 1)]
+    pub id: i64,
+}
+
+/// The query of `GET /api/v1/users/{id}/orders`; other parameters are ignored.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderPageParameters {
+    /// Orders per page; 50 when absent.
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page, whose orders are older; the newest page when
+    /// absent.
+    #[param(minimum = 1, nullable = false)]
+    pub after: Option<i64>,
+}
+
+/// Builds the schema of a currency code: the ISO 4217 codes of the `iso_currency` crate that
+/// have a minor unit, which are the ones `Currency::parse` accepts.
+pub fn currency_schema() -> Schema {
+    use iso_currency::IntoEnumIterator;
+
+    let codes: Vec<&str> = iso_currency::Currency::iter()
+        .filter(|currency| currency.exponent().is_some())
+        .map(|currency| currency.code())
+        .collect();
+    let schema = json!({ "type": "string", "enum": codes, "example": "EUR" });
+    serde_json::from_value(schema).expect("the currency schema is a valid schema")
+}
+
+/// Builds the schema of a time zone name: every name of the tz database compiled into
+/// `chrono-tz`, which are the ones `TimeZone::parse` accepts.
+pub fn time_zone_schema() -> Schema {
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| zone.name())
+        .collect();
+    let schema = json!({ "type": "string", "enum": names, "example": "Europe/Berlin" });
+    serde_json::from_value(schema).expect("the time zone schema is a valid schema")
 }
 
 impl PartialSchema for UpdateUserBody {

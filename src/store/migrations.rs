@@ -10,17 +10,31 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "create users",
-    sql: include_str!("migrations/postgres/0001_create_users.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create users",
+        sql: include_str!("migrations/postgres/0001_create_users.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "create orders and preferences",
+        sql: include_str!("migrations/postgres/0002_create_orders_and_preferences.sql"),
+    },
+];
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "create users",
-    sql: include_str!("migrations/sqlite/0001_create_users.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create users",
+        sql: include_str!("migrations/sqlite/0001_create_users.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "create orders and preferences",
+        sql: include_str!("migrations/sqlite/0002_create_orders_and_preferences.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 
 mod config;
 mod migrations;
+mod orders;
 mod postgres;
 mod sqlite;
 mod tls;
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use config::{DatabaseConfig, SslMode};
+pub use orders::{ExpectedVersion, Profile, ProfileError, PutPreferences};
 
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use crate::metrics::{QueryLabels, StoreMetrics};
@@ -36,6 +38,8 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Maximum time the start retries an unreachable database before it gives up.
     pub connect_timeout: Duration,
+    /// Maximum time of a whole profile fetch ([`Store::get_profile`]).
+    pub profile_timeout: Duration,
 }
 
 /// A failed store operation, classified by what the caller can do about it.
@@ -63,6 +67,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Store {
     backend: Backend,
     metrics: StoreMetrics,
+    profile_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -97,7 +102,11 @@ impl Store {
         metrics
             .pool_max
             .set(i64::try_from(backend_pool_status(&backend).max).unwrap_or(i64::MAX));
-        Ok(Store { backend, metrics })
+        Ok(Store {
+            backend,
+            metrics,
+            profile_timeout: pool.profile_timeout,
+        })
     }
 
     /// Returns the back end's name, for logs.

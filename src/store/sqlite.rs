@@ -6,6 +6,8 @@
 //! few reader connections, which WAL lets run beside the writer. The busy timeout covers other
 //! processes on the same file, such as `peregrine migrate`.
 
+mod orders;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -107,7 +107,7 @@ fn migrate_subcommand_prepares_database() {
     server.signal(libc::SIGTERM);
 
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
-    assert!(String::from_utf8_lossy(&first.stdout).contains("\"applied\":1"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("\"applied\":2"));
     assert!(String::from_utf8_lossy(&second.stdout).contains("\"applied\":0"));
     assert_eq!(list, 200);
     assert_eq!(

@@ -349,3 +349,49 @@ async fn reference_routes_are_not_shed() {
     assert_eq!(holding.await.unwrap().unwrap().status(), 200);
     app.stop().await;
 }
+
+/// schemathesis sent `"amount": 1353.0`, which JSON Schema's `integer` accepts, and got 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integral_amount_with_fraction_accepted() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let user = app.create_user("Ada Lovelace", "ada@example.com").await;
+    let path = format!("/api/v1/users/{}/orders", user["id"]);
+
+    for amount in ["1353.0", "1e2"] {
+        let body = format!(r#"{{"amount":{amount},"currency":"EUR"}}"#);
+        let response = app.post_json(&path, &body).await;
+        assert_eq!(response.status(), 201, "amount {amount}");
+    }
+    let body = r#"{"amount":1.5,"currency":"EUR"}"#;
+    problem(app.post_json(&path, body).await, 422).await;
+    app.stop().await;
+}
+
+/// schemathesis sent `If-Match: "l07q%{l;N,", W/"R"`, whose first entity tag contains a
+/// comma, as RFC 9110 allows, and got 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_tag_with_comma_parsed() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let user = app.create_user("Ada Lovelace", "ada@example.com").await;
+    let url = app.url(&format!("/api/v1/users/{}/preferences", user["id"]));
+    let preferences = json!({
+        "language": "en",
+        "time_zone": "UTC",
+        "notifications": { "email": true, "sms": false, "push": false },
+        "theme": "dark",
+    });
+    let put = |if_match: &'static str| {
+        app.client
+            .put(url.clone())
+            .header("if-match", if_match)
+            .json(&preferences)
+            .send()
+    };
+
+    let stale = put(r#""a,b", W/"0""#).await.unwrap();
+    let current = put(r#""a,b", "0""#).await.unwrap();
+
+    problem(stale, 412).await;
+    assert_eq!(current.status(), 200);
+    app.stop().await;
+}

@@ -1,6 +1,6 @@
 // Command gopeer is the Go peer in peregrine's benchmark. Plain net/http serves the hello
-// and liveness routes, chi with its standard middleware serves the users API, and a pgx
-// v4 pool reads PostgreSQL.
+// and liveness routes, chi with its standard middleware serves the users API and the
+// profile (three reads in an errgroup), and a pgx v4 pool reads PostgreSQL.
 //
 // It reads PORT (listens on 127.0.0.1:PORT) and DATABASE_URL from the environment and
 // stops gracefully on SIGINT or SIGTERM.
@@ -133,6 +133,7 @@ func newHandler(pool *pgxpool.Pool) http.Handler {
 
 func newAPIRouter(pool *pgxpool.Pool) http.Handler {
 	users := userHandler{pool: pool}
+	profiles := profileHandler{pool: pool}
 
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID)
@@ -142,6 +143,7 @@ func newAPIRouter(pool *pgxpool.Pool) http.Handler {
 	r.Use(middleware.Recoverer)
 	r.Use(middleware.Timeout(requestTimeout))
 	r.Get("/api/v1/users/{id}", users.get)
+	r.Get("/api/v1/users/{id}/profile", profiles.get)
 	return r
 }
 

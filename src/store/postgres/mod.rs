@@ -6,6 +6,8 @@
 //! Only the requests in flight on a broken connection fail, and they fail as unavailable.
 
 mod errors;
+mod orders;
+mod profile;
 mod shared;
 
 use std::sync::Arc;
@@ -16,14 +18,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{CancelToken, Client, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::PostgresSettings;
 use super::{PoolSettings, PoolStatus, StoreError, migrations, tls};
 use crate::domain::{NewUser, User, UserId, UserPatch};
 use errors::{classify, classify_pool_error, is_unavailable};
-use shared::SharedReads;
+use shared::{ReadClient, SharedReads};
 
 /// Serializes migrations across replicas that start at once (an arbitrary constant key).
 const MIGRATION_LOCK_KEY: i64 = 0x7065_7265_6772_696e;
@@ -63,7 +65,13 @@ const LIST_USERS: Sql = Sql {
     types: &[Type::INT8, Type::INT8],
 };
 /// The reads that run on the shared clients.
-const READS: [&Sql; 2] = [&GET_USER, &LIST_USERS];
+const READS: &[&Sql] = &[
+    &GET_USER,
+    &LIST_USERS,
+    &orders::GET_ORDER,
+    &orders::LIST_ORDERS,
+    &orders::GET_PREFERENCES,
+];
 const UPDATE_USER: Sql = Sql {
     text: "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \
            email_lower = COALESCE($4, email_lower), updated_at = now() \
@@ -84,6 +92,8 @@ pub struct PostgresStore {
     pool_wait: Histogram,
     /// `None` when reads use the pool (DB_READ_CLIENTS=0).
     reads: Option<Arc<SharedReads>>,
+    /// Sends cancel requests for the statements of a pooled connection.
+    connector: Arc<Connector>,
 }
 
 /// Makes connections with the service's settings and TLS, for the shared read clients.
@@ -105,6 +115,15 @@ impl Connector {
                 let (client, connection) = self.config.connect(tls.clone()).await?;
                 Ok((client, tokio::spawn(drive(connection))))
             }
+        }
+    }
+
+    /// Asks the server to cancel the statement that `token`'s connection is running, over a
+    /// new connection with the same TLS settings.
+    async fn cancel(&self, token: &CancelToken) -> Result<(), tokio_postgres::Error> {
+        match &self.tls {
+            None => token.cancel_query(NoTls).await,
+            Some(tls) => token.cancel_query(tls.clone()).await,
         }
     }
 }
@@ -132,13 +151,30 @@ impl PostgresStore {
             config.application_name("peregrine");
         }
         // Sent at connection start, so it holds on every connection without a round trip.
-        let timeout_ms = limits.statement_timeout.as_millis().max(1);
-        let options = config.get_options().map(str::to_owned).unwrap_or_default();
-        config.options(format!("{options} -c statement_timeout={timeout_ms}").trim_start());
+        let base_options = config.get_options().map(str::to_owned).unwrap_or_default();
+        let with_timeout = |timeout: Duration| {
+            let timeout_ms = timeout.as_millis().max(1);
+            format!("{base_options} -c statement_timeout={timeout_ms}")
+                .trim_start()
+                .to_owned()
+        };
+        config.options(with_timeout(limits.statement_timeout));
         let tls = tls::client_config(settings.ssl_mode, settings.ssl_root_cert.as_deref())?
             .map(MakeRustlsConnect::new);
         let connector = Connector {
             config: config.clone(),
+            tls: tls.clone(),
+        };
+        // A cancel request stops whatever statement a connection runs, and on a shared
+        // connection that may be another request's. So the shared connections bound every
+        // statement by PROFILE_TIMEOUT too, and the server cancels a profile's reads there
+        // by itself; pooled connections get cancel requests (see `profile`).
+        let mut read_config = config.clone();
+        read_config.options(with_timeout(
+            limits.statement_timeout.min(limits.profile_timeout),
+        ));
+        let read_connector = Connector {
+            config: read_config,
             tls: tls.clone(),
         };
 
@@ -163,10 +199,11 @@ impl PostgresStore {
             pool,
             pool_wait,
             reads: None,
+            connector: Arc::new(connector),
         };
         store.wait_until_reachable(limits.connect_timeout).await?;
         if limits.read_clients > 0 {
-            let reads = SharedReads::start(connector, limits.read_clients as usize)
+            let reads = SharedReads::start(read_connector, limits.read_clients as usize)
                 .await
                 .context("failed to open the shared read connections")?;
             store.reads = Some(reads);
@@ -339,19 +376,8 @@ impl PostgresStore {
         sql: &Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        if let Some(shared) = self.reads.as_ref().and_then(|reads| reads.pick()) {
-            let rows = if self.prepared_statements {
-                match shared.statements().await {
-                    Ok(statements) => shared.client.query(statements.get(sql), params).await,
-                    Err(err) => Err(err),
-                }
-            } else {
-                shared
-                    .client
-                    .query_typed(sql.text, &sql.typed(params))
-                    .await
-            };
-            match rows {
+        if let Some(shared) = self.shared_client() {
+            match shared.query(sql, params).await {
                 Ok(rows) => return Ok(rows),
                 Err(err) if is_unavailable(&err) => {
                     tracing::warn!(error = %err, "shared read connection lost; retrying the read on the pool");
@@ -362,6 +388,24 @@ impl PostgresStore {
         self.pooled(sql, params).await
     }
 
+    /// Returns an open shared read client, or `None` when reads use the pool or every shared
+    /// client is down.
+    fn shared_client(&self) -> Option<QueryConnection> {
+        let client = self.reads.as_ref()?.pick()?;
+        Some(QueryConnection::Shared {
+            client,
+            prepared_statements: self.prepared_statements,
+        })
+    }
+
+    /// Checks a connection out of the pool.
+    async fn pooled_connection(&self) -> Result<QueryConnection, StoreError> {
+        Ok(QueryConnection::Pooled {
+            client: Box::new(self.client().await?),
+            prepared_statements: self.prepared_statements,
+        })
+    }
+
     /// Runs a statement on a pooled connection: prepared and cached on that connection, or,
     /// with DB_PREPARED_STATEMENTS=false, as an unnamed statement.
     async fn pooled(
@@ -369,17 +413,8 @@ impl PostgresStore {
         sql: &Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        let rows = if self.prepared_statements {
-            let statement = client
-                .prepare_typed_cached(sql.text, sql.types)
-                .await
-                .map_err(classify)?;
-            client.query(&statement, params).await
-        } else {
-            client.query_typed(sql.text, &sql.typed(params)).await
-        };
-        rows.map_err(classify)
+        let connection = self.pooled_connection().await?;
+        connection.query(sql, params).await.map_err(classify)
     }
 
     pub fn close(&self) {
@@ -387,6 +422,63 @@ impl PostgresStore {
             reads.close();
         }
         self.pool.close();
+    }
+}
+
+/// A connection that runs one request's statements: a shared client, or one checked out of
+/// the pool. Statements polled at once on one connection go out pipelined.
+enum QueryConnection {
+    Shared {
+        client: Arc<ReadClient>,
+        prepared_statements: bool,
+    },
+    Pooled {
+        client: Box<Object>,
+        prepared_statements: bool,
+    },
+}
+
+impl QueryConnection {
+    /// Tells whether the connection has closed, as it does when the server goes away.
+    fn is_closed(&self) -> bool {
+        match self {
+            QueryConnection::Shared { client, .. } => client.client.is_closed(),
+            QueryConnection::Pooled { client, .. } => client.is_closed(),
+        }
+    }
+
+    /// Runs `sql`: prepared (once per shared client, cached per pooled connection) or, with
+    /// DB_PREPARED_STATEMENTS=false, unnamed.
+    async fn query(
+        &self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match self {
+            QueryConnection::Shared {
+                client,
+                prepared_statements: true,
+            } => {
+                let statements = client.statements().await?;
+                client.client.query(statements.get(sql), params).await
+            }
+            QueryConnection::Pooled {
+                client,
+                prepared_statements: true,
+            } => {
+                let statement = client.prepare_typed_cached(sql.text, sql.types).await?;
+                client.query(&statement, params).await
+            }
+            QueryConnection::Shared { client, .. } => {
+                client
+                    .client
+                    .query_typed(sql.text, &sql.typed(params))
+                    .await
+            }
+            QueryConnection::Pooled { client, .. } => {
+                client.query_typed(sql.text, &sql.typed(params)).await
+            }
+        }
     }
 }
 
