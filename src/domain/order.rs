@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::UserId;
 
@@ -63,7 +64,7 @@ pub enum AmountError {
     #[error("must be an integer number of minor units (cents for EUR), got {0}")]
     NotAnInteger(String),
     #[error("must be at least 1, got {0}")]
-    NotPositive(i64),
+    NotPositive(String),
     #[error("must be at most {max}, got {actual}")]
     TooLarge { max: i64, actual: String },
 }
@@ -73,26 +74,28 @@ impl Amount {
     /// well below 2^53, so clients that read JSON numbers as doubles get it exactly.
     pub const MAX: i64 = 1_000_000_000_000;
 
-    /// Checks that a JSON number is an integer from 1 to [`Amount::MAX`]. `1.0` and `1e2`
-    /// are rejected: an amount is written as a plain integer.
+    /// Checks that a JSON number is an integer from 1 to [`Amount::MAX`]. A number written
+    /// with a fraction or an exponent counts when its value is an integer (`100.0` and `1e2`
+    /// are 100), as for JSON Schema's `integer`, the type the OpenAPI document declares.
     pub fn parse(number: &serde_json::Number) -> Result<Self, AmountError> {
-        if let Some(value) = number.as_i64() {
-            return match value {
-                ..=0 => Err(AmountError::NotPositive(value)),
-                1..=Self::MAX => Ok(Amount(value)),
-                _ => Err(AmountError::TooLarge {
-                    max: Self::MAX,
-                    actual: value.to_string(),
-                }),
-            };
+        let value = match number.as_i64() {
+            Some(value) => value as f64,
+            None => number.as_f64().unwrap_or(f64::NAN),
+        };
+        if value.fract() != 0.0 || !value.is_finite() {
+            return Err(AmountError::NotAnInteger(number.to_string()));
         }
-        if number.is_u64() {
+        if value < 1.0 {
+            return Err(AmountError::NotPositive(number.to_string()));
+        }
+        if value > Self::MAX as f64 {
             return Err(AmountError::TooLarge {
                 max: Self::MAX,
                 actual: number.to_string(),
             });
         }
-        Err(AmountError::NotAnInteger(number.to_string()))
+        // Every integer up to MAX (below 2^53) is exact as an f64, so the cast loses nothing.
+        Ok(Amount(value as i64))
     }
 
     /// Wraps an amount read from the database, where a check constraint keeps it positive.
@@ -144,7 +147,7 @@ impl Serialize for Currency {
 }
 
 /// The stage of an order. The set is closed, so any other value is rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Pending,
@@ -188,14 +191,21 @@ impl OrderStatus {
 }
 
 /// An order as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Order {
+    #[schema(value_type = i64, minimum = 1, example = 1)]
     pub id: OrderId,
+    #[schema(value_type = i64, minimum = 1, example = 1)]
     pub user_id: UserId,
+    /// The amount in the minor unit of the currency (cents for EUR).
+    #[schema(value_type = i64, minimum = 1, maximum = 1000000000000_i64, example = 1999)]
     pub amount: Amount,
+    /// An ISO 4217 currency code.
+    #[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: Currency,
     pub status: OrderStatus,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-12-04T15:53:18.089663Z")]
     pub created_at: OffsetDateTime,
 }
 
@@ -230,6 +240,8 @@ mod tests {
     #[test]
     fn amount_accepts_one_to_max() {
         assert_eq!(Amount::parse(&number("1")).map(Amount::get), Ok(1));
+        assert_eq!(Amount::parse(&number("100.0")).map(Amount::get), Ok(100));
+        assert_eq!(Amount::parse(&number("1e2")).map(Amount::get), Ok(100));
         assert_eq!(
             Amount::parse(&number("1000000000000")).map(Amount::get),
             Ok(Amount::MAX)
@@ -240,19 +252,27 @@ mod tests {
     fn amount_rejects_zero_negative_fraction_and_huge() {
         assert_eq!(
             Amount::parse(&number("0")),
-            Err(AmountError::NotPositive(0))
+            Err(AmountError::NotPositive("0".to_owned()))
         );
         assert_eq!(
             Amount::parse(&number("-5")),
-            Err(AmountError::NotPositive(-5))
+            Err(AmountError::NotPositive("-5".to_owned()))
+        );
+        assert_eq!(
+            Amount::parse(&number("-1e300")),
+            Err(AmountError::NotPositive("-1e+300".to_owned()))
         );
         assert!(matches!(
             Amount::parse(&number("1.5")),
             Err(AmountError::NotAnInteger(_))
         ));
         assert!(matches!(
-            Amount::parse(&number("100.0")),
+            Amount::parse(&number("100.5")),
             Err(AmountError::NotAnInteger(_))
+        ));
+        assert!(matches!(
+            Amount::parse(&number("1e13")),
+            Err(AmountError::TooLarge { .. })
         ));
         assert!(matches!(
             Amount::parse(&number("1000000000001")),

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A language tag, well-formed and valid per BCP 47 (RFC 5646) as the `language-tags` crate
 /// checks it against the IANA subtag registry, stored in its canonical letter case (`en-US`).
@@ -85,7 +86,7 @@ impl Serialize for TimeZone {
 }
 
 /// The colour scheme of the user's interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Theme {
     /// Follows the device's setting.
@@ -119,7 +120,7 @@ impl Theme {
 }
 
 /// The channels on which the user accepts notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Notifications {
     pub email: bool,
     pub sms: bool,
@@ -127,9 +128,13 @@ pub struct Notifications {
 }
 
 /// A user's preferences document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Preferences {
+    /// A BCP 47 language tag in its canonical letter case.
+    #[schema(value_type = String, min_length = 1, max_length = 64, example = "en-US")]
     pub language: LanguageTag,
+    /// A time zone name of the IANA tz database.
+    #[schema(value_type = String, example = "Europe/Berlin")]
     pub time_zone: TimeZone,
     pub notifications: Notifications,
     pub theme: Theme,

@@ -6,6 +6,7 @@ use email_address::{EmailAddress, Options};
 use serde::Serialize;
 use time::OffsetDateTime;
 use unicode_normalization::UnicodeNormalization;
+use utoipa::ToSchema;
 
 /// A user's id: a positive 64-bit integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -174,12 +175,18 @@ fn lowercase_sentence(message: &str) -> String {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct User {
+    #[schema(value_type = i64, minimum = 1, example = 1)]
     pub id: UserId,
+    /// The name as validated: trimmed and in Unicode NFC.
+    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
     pub name: String,
+    /// The address as sent, trimmed and in NFC, with its letter case kept.
+    #[schema(format = Email, min_length = 3, max_length = 254, example = "ada@example.com")]
     pub email: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime, example = "2026-12-04T15:53:18.089663Z")]
     pub created_at: OffsetDateTime,
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: the route table, the state handlers share, and the middleware stack.
 
 mod extract;
+pub mod openapi;
 mod orders;
 mod preferences;
 mod probes;
@@ -18,7 +19,6 @@ use crate::middleware::stack::RequestLayer;
 use crate::shutdown::Readiness;
 use crate::store::Store;
 use axum::Router;
-use axum::routing::get;
 use problem::ApiError;
 
 /// The state every handler can reach. It is cloned per request, so every field is cheap to
@@ -51,35 +51,20 @@ pub struct MiddlewareConfig {
 ///
 /// `GET /` is the bare baseline the benchmarks measure, so it sits outside the middleware.
 /// Every other route, `extra` included, and the fallback for unknown paths run through the
-/// full stack. Load shedding guards the API only, so probes respond under any load.
+/// full stack. Load shedding guards the API only, so probes and the API reference respond
+/// under any load. The routes come from [`openapi::routes`], with their documentation.
 pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>) -> Router {
-    let probes = Router::new()
-        .route("/livez", get(probes::live))
-        .route("/health", get(probes::live))
-        .route("/readyz", get(probes::ready))
-        .with_state(state.clone());
+    let routes = openapi::routes();
+    openapi::document_json();
+    let operational = routes.operational.with_state(state.clone());
     let api = extra
-        .route("/api/v1/users", get(users::list).post(users::create))
-        .route(
-            "/api/v1/users/{id}",
-            get(users::get).patch(users::update).delete(users::delete),
-        )
-        .route(
-            "/api/v1/users/{id}/orders",
-            get(orders::list).post(orders::create),
-        )
-        .route("/api/v1/orders/{id}", get(orders::get))
-        .route(
-            "/api/v1/users/{id}/preferences",
-            get(preferences::get).put(preferences::put),
-        )
-        .route("/api/v1/users/{id}/profile", get(profile::get))
+        .merge(routes.api)
         .fallback(|| async { ApiError::RouteNotFound })
-        .with_state(state);
+        .with_state(state.clone());
 
     Router::new()
-        .route("/", get(probes::hello))
-        .merge(with_middleware(probes, &config, false))
+        .merge(routes.root.with_state(state))
+        .merge(with_middleware(operational, &config, false))
         .merge(with_middleware(api, &config, true))
 }
 

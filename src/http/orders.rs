@@ -9,10 +9,12 @@ use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{JsonBody, UserIdPath};
-use super::problem::{ApiError, FieldError};
+use super::openapi::{OrderIdParameter, OrderPageParameters, UserIdParameter, currency_schema};
+use super::problem::{ApiError, FieldError, ProblemDetails};
 use super::users::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::auth::{Access, Principal};
 use crate::domain::{Amount, Currency, NewOrder, Order, OrderId, OrderStatus, UserId};
@@ -21,22 +23,47 @@ use crate::store::StoreError;
 /// The body of `POST /api/v1/users/{id}/orders`. `amount` and `currency` are required and
 /// `status` defaults to `pending`. All are optional here so that a missing one is reported
 /// as an invalid field (422) rather than as malformed JSON (400).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(description = "The new order; `amount` and `currency` are required.")]
 pub struct CreateOrderBody {
+    /// The amount in the minor unit of the currency (cents for EUR), as a plain integer.
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000000000000_i64, example = 1999)]
     amount: Option<serde_json::Number>,
+    /// An active ISO 4217 currency code with a minor unit, in capitals.
+    #[schema(required = true, schema_with = currency_schema)]
     currency: Option<String>,
+    /// The order's stage; `pending` when absent or null.
+    #[schema(value_type = Option<OrderStatus>)]
     status: Option<String>,
 }
 
 /// One page of a user's orders, newest first, and the cursor that fetches the next page
 /// (`null` on the last page).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(description = "One page of a user's orders, newest first.")]
 pub struct OrderPage {
     items: Vec<Order>,
+    /// The `after` value of the next page, or null on the last page.
+    #[schema(pattern = "^[1-9][0-9]{0,18}$", example = "51")]
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{id}/orders",
+    tag = "orders",
+    operation_id = "create_order",
+    params(UserIdParameter),
+    request_body = CreateOrderBody,
+    responses(
+        (status = 201, description = "The order, created", body = Order,
+            headers(("location" = String, description = "The path of the new order")),
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "No user has this id", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid; `errors` names each one", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     principal: Principal,
     State(state): State<AppState>,
@@ -84,6 +111,17 @@ pub async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    operation_id = "get_order",
+    params(OrderIdParameter),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No order has this id", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     principal: Principal,
     State(state): State<AppState>,
@@ -100,6 +138,17 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}/orders",
+    tag = "orders",
+    operation_id = "list_orders",
+    params(UserIdParameter, OrderPageParameters),
+    responses(
+        (status = 200, description = "One page of the user's orders, newest first", body = OrderPage),
+        (status = 404, description = "No user has this id", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     principal: Principal,
     State(state): State<AppState>,

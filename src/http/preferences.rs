@@ -15,11 +15,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{JsonBody, UserIdPath};
+use super::openapi::{UserIdParameter, time_zone_schema};
 use super::orders::{check, missing, user_store_error};
-use super::problem::{ApiError, Problem, problem_response};
+use super::problem::{ApiError, Problem, ProblemDetails, problem_response};
 use crate::auth::{Access, Principal};
 use crate::domain::{
     LanguageTag, Notifications, Preferences, Theme, TimeZone, VersionedPreferences,
@@ -29,23 +31,46 @@ use crate::store::{ExpectedVersion, PutPreferences, StoreError};
 /// The body of `PUT /api/v1/users/{id}/preferences`: the whole document, every field
 /// required. The fields are optional here so that a missing one is reported as an invalid
 /// field (422) rather than as malformed JSON (400).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(description = "The whole preferences document; every field is required.")]
 pub struct PreferencesBody {
+    /// A BCP 47 language tag registered with IANA, such as `en` or `pt-BR`, in any letter case.
+    #[schema(value_type = String, required = true, format = "language-tag", min_length = 1, max_length = 64, example = "en-US")]
     language: Option<String>,
+    /// A time zone name of the IANA tz database, spelled exactly.
+    #[schema(required = true, schema_with = time_zone_schema)]
     time_zone: Option<String>,
+    #[schema(value_type = NotificationsBody, required = true)]
     notifications: Option<NotificationsBody>,
+    #[schema(value_type = Theme, required = true)]
     theme: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(description = "The channels on which the user accepts notifications; all are required.")]
 pub struct NotificationsBody {
+    #[schema(value_type = bool, required = true)]
     email: Option<bool>,
+    #[schema(value_type = bool, required = true)]
     sms: Option<bool>,
+    #[schema(value_type = bool, required = true)]
     push: Option<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}/preferences",
+    tag = "preferences",
+    operation_id = "get_preferences",
+    params(UserIdParameter),
+    responses(
+        (status = 200, description = "The preferences, or the defaults at ETag \"0\" when none were saved",
+            body = Preferences, headers(("etag" = String, description = "The version, such as `\"3\"`"))),
+        (status = 404, description = "No user has this id", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     principal: Principal,
     State(state): State<AppState>,
@@ -62,6 +87,27 @@ pub async fn get(
     Ok(with_etag(StatusCode::OK, current))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}/preferences",
+    tag = "preferences",
+    operation_id = "put_preferences",
+    params(
+        UserIdParameter,
+        ("if-match" = String, Header,
+            pattern = r#"^[ \t]*(\*|(W/)?"[\x21\x23-\x7E]*"([ \t]*,[ \t]*(W/)?"[\x21\x23-\x7E]*")*)?[ \t]*$"#,
+            description = "`*`, or the ETag of a GET (`\"0\"` before the first save)"),
+    ),
+    request_body = PreferencesBody,
+    responses(
+        (status = 200, description = "The preferences, saved", body = Preferences,
+            headers(("etag" = String, description = "The new version"))),
+        (status = 404, description = "No user has this id", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not name the current version, which the `ETag` header carries", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid; `errors` names each one", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 428, description = "The request has no If-Match header", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn put(
     principal: Principal,
     State(state): State<AppState>,
@@ -145,11 +191,7 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<ExpectedVersion>, ApiE
     let mut versions = Vec::new();
     for value in values {
         let text = value.to_str().map_err(|_| invalid_if_match("not ASCII"))?;
-        for item in text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-        {
+        for item in list_elements(text) {
             if item == "*" {
                 return Ok(Some(ExpectedVersion::Any));
             }
@@ -168,6 +210,30 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<ExpectedVersion>, ApiE
         }
     }
     Ok(Some(ExpectedVersion::OneOf(versions)))
+}
+
+/// Splits a list header's value at the commas outside quotes, because an entity tag may
+/// contain commas (RFC 9110, section 8.8.3), and drops empty elements.
+fn list_elements(text: &str) -> Vec<&str> {
+    let mut elements = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (index, character) in text.char_indices() {
+        match character {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                elements.push(&text[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    elements.push(&text[start..]);
+    elements
+        .into_iter()
+        .map(str::trim)
+        .filter(|element| !element.is_empty())
+        .collect()
 }
 
 fn invalid_if_match(item: &str) -> ApiError {
@@ -265,6 +331,14 @@ mod tests {
         assert_eq!(
             expected_version(&if_match(&["\"1\", \"4\"", "\"7\""])).unwrap(),
             Some(ExpectedVersion::OneOf(vec![1, 4, 7]))
+        );
+    }
+
+    #[test]
+    fn if_match_tags_may_contain_commas() {
+        assert_eq!(
+            expected_version(&if_match(&["\"a,b\", \"2\""])).unwrap(),
+            Some(ExpectedVersion::OneOf(vec![2]))
         );
     }
 

@@ -11,15 +11,46 @@ use std::sync::LazyLock;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// One invalid field of a request body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
+    /// The field's name in the request body.
+    #[schema(example = "email")]
     pub field: &'static str,
+    /// The reason the value is invalid.
+    #[schema(example = "is required")]
     pub message: String,
+}
+
+/// The body of every error response: RFC 9457 problem details with the request id.
+// This type only describes, for the OpenAPI document, the JSON that `Problem::body` writes.
+#[derive(ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDetails {
+    /// The kind of problem, a URI reference: `/problems/` and a name such as `not-found`,
+    /// `validation` or `rate-limited`, or `about:blank` for a status with no kind of its own.
+    #[schema(example = "/problems/not-found")]
+    pub r#type: String,
+    /// The reason phrase of the status.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status code of the response.
+    #[schema(minimum = 400, maximum = 599, example = 404)]
+    pub status: u16,
+    /// The failure, as it applies to this request.
+    #[schema(example = "no user with id 7")]
+    pub detail: String,
+    /// Each invalid field, on 422 responses only.
+    #[schema(required = false)]
+    pub errors: Vec<FieldError>,
+    /// The request id, also sent in the `X-Request-Id` response header.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "6c1f0e94a1d3b2c7-4")]
+    pub request_id: String,
 }
 
 /// Every error a handler or middleware can respond with.

@@ -9,11 +9,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::UserIdPath;
+use super::openapi::UserIdParameter;
 use super::orders::user_store_error;
 use super::preferences::problem;
+use super::problem::ProblemDetails;
 use crate::auth::{Access, Principal};
 use crate::domain::{Order, Preferences, User};
 use crate::store::{ProfileError, StoreError};
@@ -23,13 +26,28 @@ pub const PROFILE_ORDERS: u32 = 10;
 
 /// A user with their newest orders (at most [`PROFILE_ORDERS`], newest first) and their
 /// preferences.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    description = "A user with their newest orders (at most 10, newest first) and their preferences."
+)]
 pub struct ProfileBody {
     user: User,
     orders: Vec<Order>,
     preferences: Preferences,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}/profile",
+    tag = "profile",
+    operation_id = "get_profile",
+    params(UserIdParameter),
+    responses(
+        (status = 200, description = "The user, their newest orders and their preferences", body = ProfileBody),
+        (status = 404, description = "No user has this id", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 504, description = "The reads did not finish within `PROFILE_TIMEOUT`", body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     principal: Principal,
     State(state): State<AppState>,

@@ -9,10 +9,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{JsonBody, UserIdPath};
-use super::problem::{ApiError, FieldError};
+use super::openapi::{PageParameters, UserIdParameter};
+use super::problem::{ApiError, FieldError, ProblemDetails};
 use crate::auth::{Access, Principal, Scope};
 use crate::domain::{Email, NewUser, User, UserId, UserName, UserPatch};
 use crate::store::StoreError;
@@ -24,10 +26,32 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The body of `POST /api/v1/users`. Both fields are required, but they are optional here so
 /// that a missing one is reported as an invalid field (422) rather than as malformed JSON (400).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(description = "The new user; both fields are required.")]
 pub struct CreateUserBody {
+    /// Normalized to Unicode NFC and trimmed of white space before the checks: 1 to 100
+    /// characters (counted after normalization), with no control characters and no
+    /// bidirectional formatting characters (U+202A to U+202E, U+2066 to U+2069).
+    // The pattern: optional white space, then 1 to 100 characters that contain no control or
+    // bidirectional formatting character and neither start nor end with white space, then
+    // optional white space. `name_pattern_matches_validation` checks it against UserName::parse.
+    #[schema(
+        value_type = String,
+        required = true,
+        pattern = r"^[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000](?:[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]{0,98}[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000])?[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$",
+        example = "Ada Lovelace"
+    )]
     name: Option<String>,
+    /// A plain address with a dotted domain, at most 254 bytes once trimmed. Letter case is
+    /// kept, but two addresses that differ only in case belong to one user.
+    #[schema(
+        value_type = String,
+        required = true,
+        format = Email,
+        max_length = 254,
+        example = "ada@example.com"
+    )]
     email: Option<String>,
 }
 
@@ -41,12 +65,35 @@ pub struct UpdateUserBody {
 }
 
 /// One page of users, and the cursor that fetches the next page (`null` on the last page).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(description = "One page of users in id order.")]
 pub struct UserPage {
     items: Vec<User>,
+    /// The `after` value of the next page, or null on the last page.
+    #[schema(pattern = "^[1-9][0-9]{0,18}$", example = "51")]
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    operation_id = "create_user",
+    request_body = CreateUserBody,
+    responses(
+        (status = 201, description = "The user, created", body = User,
+            headers(("location" = String, description = "The path of the new user")),
+            links(
+                ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/id")))),
+                ("UpdateUser" = (operation_id = "update_user", parameters(("id" = "$response.body#/id")))),
+                ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 409, description = "Another user has this email address",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid; `errors` names each one",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     principal: Principal,
     State(state): State<AppState>,
@@ -83,6 +130,18 @@ pub async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    operation_id = "get_user",
+    params(UserIdParameter),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 404, description = "No user has this id",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     principal: Principal,
     State(state): State<AppState>,
@@ -95,6 +154,16 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    operation_id = "list_users",
+    params(PageParameters),
+    responses(
+        (status = 200, description = "One page of users in id order", body = UserPage),
+    )
+)]
 pub async fn list(
     principal: Principal,
     State(state): State<AppState>,
@@ -118,6 +187,24 @@ pub async fn list(
     Ok(Json(UserPage { items, next_cursor }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    operation_id = "update_user",
+    params(UserIdParameter),
+    request_body = UpdateUserBody,
+    responses(
+        (status = 200, description = "The user, changed", body = User,
+            links(("GetUser" = (operation_id = "get_user", parameters(("id" = "$request.path.id")))))),
+        (status = 404, description = "No user has this id",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Another user has this email address",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Neither field is given, or a field is invalid; `errors` names each one",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn update(
     principal: Principal,
     State(state): State<AppState>,
@@ -157,6 +244,19 @@ pub async fn update(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    operation_id = "delete_user",
+    params(UserIdParameter),
+    responses(
+        (status = 204, description = "The user is deleted",
+            links(("GetUser" = (operation_id = "get_user", parameters(("id" = "$request.path.id")))))),
+        (status = 404, description = "No user has this id",
+            body = ProblemDetails, content_type = "application/problem+json"),
+    )
+)]
 pub async fn delete(
     principal: Principal,
     State(state): State<AppState>,

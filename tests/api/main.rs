@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod cli;
 mod connections;
+mod contract;
 mod input;
 mod middleware;
 mod operations;
