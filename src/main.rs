@@ -33,10 +33,13 @@ fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
-    if let Err(err) = peregrine::telemetry::init(&config) {
-        eprintln!("error: {err}");
-        return ExitCode::from(2);
-    }
+    let _log_writer = match peregrine::telemetry::init(&config) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
