@@ -214,6 +214,18 @@ def load_average_sentence(results: dict) -> str:
             f"{max(values):.1f}, of which the server under test and wrk make about 2.")
 
 
+# Figures measured outside bench/run's scenarios (allocators, logging and metrics cost), each
+# with its own command and date, kept by hand and copied onto every generated page.
+MEASUREMENTS = REPO / "bench/measurements.md"
+
+
+def measurement_lines() -> list[str]:
+    if not MEASUREMENTS.exists():
+        return []
+    return [f"<!-- copied from {MEASUREMENTS.relative_to(REPO)} -->",
+            *MEASUREMENTS.read_text().rstrip("\n").split("\n"), ""]
+
+
 def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Path) -> list[str]:
     machine_info = meta["machine"]
     connections = meta["connections"]
@@ -325,6 +337,7 @@ def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Pat
     lines += [f"- {name}: {version}" for name, version in meta["versions"].items()]
     lines += [
         "",
+        *measurement_lines(),
         "## Reproduce",
         "",
         "    bench/run                          # everything: builds, then about an hour of runs",
