@@ -2,6 +2,8 @@
 //! the probes, and CPU and heap profiles from the admin listener.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -139,11 +141,19 @@ async fn over_limit_is_shed_but_probes_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_profile_names_service_functions() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    for i in 0..200 {
+        app.create_user("Profiled", &format!("profiled{i}@example.com"))
+            .await;
+    }
+    // The load runs until the profile is back (at most 30 s), so the profile samples a busy
+    // server however slowly the machine runs.
+    let done = Arc::new(AtomicBool::new(false));
     let load = {
         let (client, url) = (app.client.clone(), app.url("/api/v1/users?limit=1000"));
+        let done = Arc::clone(&done);
         tokio::spawn(async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(3);
-            while std::time::Instant::now() < deadline {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !done.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
                 let _status = client
                     .get(&url)
                     .send()
@@ -152,10 +162,6 @@ async fn cpu_profile_names_service_functions() {
             }
         })
     };
-    for i in 0..200 {
-        app.create_user("Profiled", &format!("profiled{i}@example.com"))
-            .await;
-    }
 
     let response = app
         .client
@@ -168,6 +174,7 @@ async fn cpu_profile_names_service_functions() {
         .unwrap();
     let status = response.status();
     let bytes = response.bytes().await.unwrap();
+    done.store(true, Ordering::Relaxed);
     load.await.unwrap();
 
     assert_eq!(status, 200);
