@@ -360,6 +360,14 @@ impl Config {
                 });
             }
         }
+        if self.profile_timeout.is_zero() {
+            return Err(ConfigError {
+                variable: "PROFILE_TIMEOUT",
+                reason: "is 0s, which would fail every profile request; set a positive \
+                         duration such as 3s"
+                    .to_owned(),
+            });
+        }
         self.auth_settings()?;
         Ok(())
     }
@@ -627,6 +635,13 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         Config::try_parse_from([&["peregrine"], args].concat()).expect("settings parse")
+    }
+
+    #[test]
+    fn zero_profile_timeout_rejected() {
+        let err = config(&["--profile-timeout", "0s"]).validate().unwrap_err();
+        assert_eq!(err.variable, "PROFILE_TIMEOUT");
+        assert!(config(&["--profile-timeout", "1ms"]).validate().is_ok());
     }
 
     #[test]
