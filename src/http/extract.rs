@@ -11,7 +11,8 @@ use super::problem::ApiError;
 use crate::domain::UserId;
 
 /// A JSON request body: `Content-Type: application/json` (charset, if given, utf-8), at most
-/// the configured body limit, one JSON value with no trailing data, parsed into `T`.
+/// the configured body limit, one JSON value with no trailing data, parsed into `T`. A value
+/// of the wrong type is reported with the path of its field, such as `field 'name'`.
 ///
 /// serde_json stops at 128 levels of nesting, and the body types reject unknown fields, so
 /// deeply nested input is refused after reading at most the body limit.
@@ -50,9 +51,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "invalid JSON body: expected a JSON object".to_owned(),
             ));
         }
-        serde_json::from_slice(bytes)
-            .map(JsonBody)
-            .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let err = err.into_inner();
+            if path == "." {
+                ApiError::BadRequest(format!("invalid JSON body: {err}"))
+            } else {
+                ApiError::BadRequest(format!("invalid JSON body: field '{path}': {err}"))
+            }
+        })?;
+        deserializer
+            .end()
+            .map_err(|err| ApiError::BadRequest(format!("invalid JSON body: {err}")))?;
+        Ok(JsonBody(value))
     }
 }
 

@@ -88,6 +88,17 @@ async fn malformed_json_is_400_and_writes_nothing(backend: Backend) {
             "{case}: {problem}"
         );
     }
+    for (body, field) in [
+        (r#"{"name":1,"email":"a@example.com"}"#, "'name'"),
+        (r#"{"name":"A","email":["a@example.com"]}"#, "'email'"),
+    ] {
+        let problem = problem(app.post_json("/api/v1/users", body).await, 400).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("field {field}")),
+            "{body}: {detail}"
+        );
+    }
     let invalid_utf8 = app
         .client
         .post(app.url("/api/v1/users"))
