@@ -416,7 +416,8 @@ impl Config {
             Some(value) if !value.is_empty() => Ok(value.to_owned()),
             _ => Err(error(
                 variable,
-                "is missing, and token validation needs it".to_owned(),
+                "is missing, and token validation needs both AUTH_ISSUER and AUTH_AUDIENCE"
+                    .to_owned(),
             )),
         };
         if self.auth_jwks_refresh_interval < Duration::from_secs(1) {
