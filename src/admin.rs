@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,15 +65,19 @@ struct ProfileParameters {
 /// format, which `go tool pprof` reads. One profile runs at a time.
 async fn cpu_profile(
     State(running): State<Arc<Mutex<()>>>,
-    Query(parameters): Query<ProfileParameters>,
+    parameters: Result<Query<ProfileParameters>, QueryRejection>,
 ) -> Response {
-    let seconds = parameters.seconds.unwrap_or(30);
+    let seconds = match parameters {
+        Ok(Query(parameters)) => parameters.seconds.unwrap_or(30),
+        Err(err) => return problem(StatusCode::BAD_REQUEST, err.body_text()),
+    };
     if !(1..=MAX_PROFILE_SECONDS).contains(&seconds) {
-        let message = format!("seconds must be from 1 to {MAX_PROFILE_SECONDS}, got {seconds}");
-        return (StatusCode::BAD_REQUEST, message).into_response();
+        let detail = format!("seconds must be from 1 to {MAX_PROFILE_SECONDS}, got {seconds}");
+        return problem(StatusCode::BAD_REQUEST, detail);
     }
     let Ok(_only_one) = running.try_lock() else {
-        return (StatusCode::CONFLICT, "a CPU profile is already running").into_response();
+        let detail = "a CPU profile is already running".to_owned();
+        return problem(StatusCode::CONFLICT, detail);
     };
 
     let guard = match pprof::ProfilerGuardBuilder::default()
@@ -102,20 +107,36 @@ async fn heap_profile() -> Response {
     match allocator::heap_profile().await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
         Err(err @ (HeapProfileError::Unsupported | HeapProfileError::NotEnabled)) => {
-            (StatusCode::NOT_IMPLEMENTED, err.to_string()).into_response()
+            problem(StatusCode::NOT_IMPLEMENTED, err.to_string())
         }
         Err(err) => {
             tracing::error!(error = %err, "heap profile failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+            problem(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
         }
     }
 }
 
 fn profile_failed(err: &pprof::Error) -> Response {
     tracing::error!(error = %err, "CPU profile failed");
-    (
+    problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("CPU profile failed: {err}"),
+    )
+}
+
+/// Renders an error of the profiling listener as problem+json. The listener is for operators on
+/// loopback, so a failed profile's cause is sent in full.
+fn problem(status: StatusCode, detail: String) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
     )
         .into_response()
 }

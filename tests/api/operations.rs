@@ -257,19 +257,24 @@ fn heap_profile_of_the_binary_has_samples() {
 }
 
 #[tokio::test]
-async fn profile_seconds_out_of_range_is_400() {
+async fn invalid_profile_seconds_are_400() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
 
-    for seconds in ["0", "301"] {
+    for seconds in ["0", "301", "abc", "-1"] {
         let url = format!(
             "{}/debug/pprof/profile?seconds={seconds}",
             app.admin_address
         );
+        let response = app.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{seconds}");
         assert_eq!(
-            app.client.get(url).send().await.unwrap().status(),
-            400,
+            response.headers()["content-type"],
+            "application/problem+json",
             "{seconds}"
         );
+        let body: serde_json::Value = response.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("seconds"), "{seconds}: {detail}");
     }
     app.stop().await;
 }
