@@ -8,10 +8,11 @@
 //! API, 500 and 503 behind the middleware. [`add_problem_responses`] adds those to the
 //! document, so no handler repeats them. The document is rendered once, at start.
 
+use std::io::Read;
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
-use axum::http::{HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -154,8 +155,8 @@ async fn redirect_to_docs() -> Redirect {
     responses((status = 200, description = "The interactive API reference (Swagger UI)",
         body = String, content_type = "text/html"))
 )]
-async fn serve_docs_page() -> Result<Response, ApiError> {
-    serve_swagger_file("index.html")
+async fn serve_docs_page(headers: HeaderMap) -> Result<Response, ApiError> {
+    serve_swagger_file("index.html", &headers)
 }
 
 #[utoipa::path(
@@ -178,23 +179,35 @@ async fn serve_docs_page() -> Result<Response, ApiError> {
             body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
-async fn serve_docs_file(uri: Uri) -> Result<Response, ApiError> {
+async fn serve_docs_file(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     // Read from the raw path: the file names contain nothing that needs percent-decoding.
     let file = uri.path().strip_prefix("/docs/").unwrap_or_default();
-    serve_swagger_file(file)
+    serve_swagger_file(file, &headers)
 }
 
-/// Serves one file of the Swagger UI embedded in the binary.
-fn serve_swagger_file(file: &str) -> Result<Response, ApiError> {
+/// Serves one file of the Swagger UI embedded in the binary. The files are embedded
+/// gzip-compressed (the 4.3 MB distribution takes 1.1 MB), sent as they are to a client that
+/// accepts gzip, as every browser does, and decompressed for one that does not.
+fn serve_swagger_file(file: &str, request: &HeaderMap) -> Result<Response, ApiError> {
     match utoipa_swagger_ui::serve(file, Arc::clone(&SWAGGER_CONFIG)) {
         Ok(Some(found)) => {
             let content_type = HeaderValue::from_str(&found.content_type)
                 .map_err(|err| ApiError::Internal(format!("content type of {file:?}: {err}")))?;
-            Ok((
-                [(header::CONTENT_TYPE, content_type)],
-                found.bytes.into_owned(),
-            )
-                .into_response())
+            let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+            if !found.gzpipped {
+                let body = found.bytes.into_owned();
+                return Ok(([(header::CONTENT_TYPE, content_type), vary], body).into_response());
+            }
+            if accepts_gzip(request) {
+                let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                let headers = [(header::CONTENT_TYPE, content_type), encoding, vary];
+                return Ok((headers, found.bytes.into_owned()).into_response());
+            }
+            let mut body = Vec::new();
+            flate2::read::GzDecoder::new(found.bytes.as_ref())
+                .read_to_end(&mut body)
+                .map_err(|err| ApiError::Internal(format!("decompressing {file:?}: {err}")))?;
+            Ok(([(header::CONTENT_TYPE, content_type), vary], body).into_response())
         }
         Ok(None) => Err(ApiError::NotFound(format!(
             "no file {file:?} in the API reference"
@@ -203,6 +216,30 @@ fn serve_swagger_file(file: &str) -> Result<Response, ApiError> {
             "failed to render the API reference file {file:?}: {err}"
         ))),
     }
+}
+
+/// Returns whether `Accept-Encoding` lists gzip (or `*`) without `q=0` (RFC 9110, 12.5.3).
+fn accepts_gzip(request: &HeaderMap) -> bool {
+    request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|parameter| {
+                let parameter = parameter.replace(' ', "");
+                let Some(weight) = parameter
+                    .strip_prefix("q=")
+                    .or(parameter.strip_prefix("Q="))
+                else {
+                    return false;
+                };
+                weight.parse::<f32>().is_ok_and(|weight| weight == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 /// The `{id}` segment of the user routes.

@@ -5,6 +5,7 @@
 //! After a change to a route or a type, `PEREGRINE_WRITE_OPENAPI=1 cargo test --test api
 //! contract` rewrites `openapi.json`.
 
+use std::io::Read;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -309,6 +310,53 @@ async fn docs_page_is_served_from_binary() {
     }
     let missing = problem(app.get("/docs/missing.js").await, 404).await;
     assert_eq!(missing["type"], "/problems/not-found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn docs_files_gzip_when_accepted() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let plain = app.get("/docs/swagger-ui.css").await;
+    assert_eq!(plain.headers().get("content-encoding"), None);
+    let plain = plain.bytes().await.unwrap();
+
+    for accept in ["gzip", "deflate, gzip;q=0.5", "*"] {
+        let response = app
+            .client
+            .get(app.url("/docs/swagger-ui.css"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["content-encoding"], "gzip", "{accept}");
+        assert_eq!(response.headers()["vary"], "accept-encoding", "{accept}");
+        let compressed = response.bytes().await.unwrap();
+        let mut decompressed = Vec::new();
+        flate2::read::GzDecoder::new(compressed.as_ref())
+            .read_to_end(&mut decompressed)
+            .unwrap();
+        assert_eq!(decompressed, plain, "{accept}");
+        assert!(compressed.len() < plain.len() / 2, "{accept}");
+    }
+    for without_gzip in ["identity", "gzip;q=0", "br, GZIP; q=0.0"] {
+        let response = app
+            .client
+            .get(app.url("/docs/swagger-ui.css"))
+            .header("accept-encoding", without_gzip)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers().get("content-encoding"),
+            None,
+            "{without_gzip}"
+        );
+        assert_eq!(response.bytes().await.unwrap(), plain, "{without_gzip}");
+    }
+    assert!(
+        String::from_utf8_lossy(&plain).contains(".swagger-ui"),
+        "a style sheet"
+    );
     app.stop().await;
 }
 
