@@ -106,22 +106,35 @@ def scenario_table(results: dict, scenario: str, rows: list[dict]) -> list[str]:
     return lines
 
 
-def token_cost_lines(rows: list[dict]) -> list[str]:
-    """Return a sentence comparing peregrine with and without a bearer token on every request,
-    when both ran in the scenario."""
+# The variants of peregrine that differ from it in one setting, and how a sentence names
+# that setting.
+VARIANT_SETTINGS = {
+    "peregrine-auth": "Token validation: with an ES256 bearer token verified on every request",
+    "peregrine-quiet": "Access log: with the access log off (`RUST_LOG=warn`)",
+}
+
+
+def variant_cost_lines(rows: list[dict]) -> list[str]:
+    """Return one sentence per variant of peregrine that ran in the scenario, comparing its
+    median throughput and CPU per request with the same binary in its default settings."""
     plain = next((row for row in rows if row["server"] == "peregrine"), None)
-    auth = next((row for row in rows if row["server"] == "peregrine-auth"), None)
-    if plain is None or auth is None or not plain["rps"]:
+    if plain is None or not plain["rps"]:
         return []
-    cpu = "–"
-    if plain["cpu_us"] is not None and auth["cpu_us"] is not None:
-        cpu = f"{auth['cpu_us'] - plain['cpu_us']:+.0f} µs"
-    return [
-        "Token validation: with an ES256 bearer token verified on every request, peregrine's "
-        f"median throughput is {auth['rps'] / plain['rps'] - 1:+.1%} and its server CPU per "
-        f"request {cpu} against the same binary without authentication.",
-        "",
-    ]
+    lines = []
+    for row in rows:
+        setting = VARIANT_SETTINGS.get(row["server"])
+        if setting is None:
+            continue
+        cpu = "–"
+        if plain["cpu_us"] is not None and row["cpu_us"] is not None:
+            cpu = f"{row['cpu_us'] - plain['cpu_us']:+.1f} µs"
+        lines += [
+            f"{setting}, peregrine's median throughput is {row['rps'] / plain['rps'] - 1:+.1%} "
+            f"and its server CPU per request {cpu} against the same binary in its default "
+            "settings.",
+            "",
+        ]
+    return lines
 
 
 def startup_table(results: dict) -> list[str]:
@@ -274,7 +287,7 @@ def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Pat
             continue
         lines += [f"## {title}, {connections[scenario]:,} connections", ""]
         lines += scenario_table(results, scenario, rows) + [""]
-        lines += token_cost_lines(rows)
+        lines += variant_cost_lines(rows)
         if scenario in charts:
             lines += [f"![{scenario}: throughput and p99]({os.path.relpath(charts[scenario], page_dir)})", ""]
 

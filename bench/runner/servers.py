@@ -89,6 +89,16 @@ SERVERS = (
         port_variable="SERVER_PORT",
         token_file=AUTH_DIR / "token",
     ),
+    # The same binary with the access log off (only warnings and errors are logged), to
+    # measure what one JSON log line per request costs on the database route.
+    ServerSpec(
+        name="peregrine-quiet",
+        label="peregrine (Rust), access log off",
+        scenarios=("db",),
+        command=(str(PEREGRINE_BINARY),),
+        env={**PEREGRINE_ENV, "RUST_LOG": "warn"},
+        port_variable="SERVER_PORT",
+    ),
     ServerSpec(
         name="hyper",
         label="hyper baseline (Rust)",
