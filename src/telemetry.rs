@@ -13,6 +13,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, ConfigError, LogFormat};
 
+mod json;
+
 /// Size of the writer thread's buffer: lines queued while it writes are sent together.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -39,13 +41,9 @@ pub fn init(config: &Config) -> Result<WorkerGuard, ConfigError> {
         .with_writer(writer);
     match config.log_format {
         LogFormat::Text => builder.init(),
-        // The current span carries the request's fields; the list of every enclosing span
-        // would repeat them, since requests have one span.
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(json::JsonFields)
+            .event_format(json::JsonLines)
             .init(),
     }
     Ok(guard)

@@ -1,0 +1,310 @@
+//! JSON log lines, one object per event: `timestamp`, `level`, the event's fields (`message`
+//! among them) and, inside a span, `span` with the span's name and fields.
+//!
+//! tracing-subscriber's own JSON format stores a span's fields as a JSON object and parses
+//! that object back into a map for every event in the span. Here a span's fields are stored
+//! as a JSON fragment (`"method":"GET","route":"/"`) that every event copies as it is.
+
+use std::fmt::{self, Write};
+
+use time::OffsetDateTime;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats fields as the members of a JSON object, without the braces.
+pub struct JsonFields;
+
+impl<'writer> FormatFields<'writer> for JsonFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = MemberWriter::new(&mut writer, false);
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let separate = !current.fields.is_empty();
+        let mut writer = current.as_writer();
+        let mut visitor = MemberWriter::new(&mut writer, separate);
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// Formats an event as one JSON object on one line.
+pub struct JsonLines;
+
+impl<S> FormatEvent<S, JsonFields> for JsonLines
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let now = OffsetDateTime::now_utc();
+        write!(
+            writer,
+            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.microsecond(),
+            event.metadata().level(),
+        )?;
+        let mut visitor = MemberWriter::new(&mut writer, true);
+        event.record(&mut visitor);
+        visitor.result?;
+
+        if let Some(span) = ctx.parent_span() {
+            writer.write_str(",\"span\":{\"name\":\"")?;
+            write_escaped(&mut writer, span.name())?;
+            writer.write_char('"')?;
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>()
+                && !fields.fields.is_empty()
+            {
+                writer.write_char(',')?;
+                writer.write_str(&fields.fields)?;
+            }
+            writer.write_char('}')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes each field it visits as a JSON member, `"name":value`, separated by commas.
+struct MemberWriter<'a, W> {
+    out: &'a mut W,
+    /// Whether a comma goes before the next member.
+    separate: bool,
+    result: fmt::Result,
+}
+
+impl<'a, W: Write> MemberWriter<'a, W> {
+    fn new(out: &'a mut W, separate: bool) -> Self {
+        MemberWriter {
+            out,
+            separate,
+            result: Ok(()),
+        }
+    }
+
+    /// Writes the member's name and then its value with `value`, unless a write failed before.
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.separate { ",\"" } else { "\"" };
+        self.separate = true;
+        self.result = self
+            .out
+            .write_str(separator)
+            .and_then(|()| write_escaped(self.out, field.name()))
+            .and_then(|()| self.out.write_str("\":"))
+            .and_then(|()| value(self.out));
+    }
+}
+
+impl<W: Write> Visit for MemberWriter<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, |out| {
+            out.write_char('"')?;
+            write_escaped(out, value)?;
+            out.write_char('"')
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinity; those are written as strings.
+        if value.is_finite() {
+            self.member(field, |out| write!(out, "{value}"));
+        } else {
+            self.member(field, |out| write!(out, "\"{value}\""));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, |out| {
+            out.write_char('"')?;
+            write!(Escaping(out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+}
+
+/// Escapes what is written through it as the inside of a JSON string.
+struct Escaping<'a, W>(&'a mut W);
+
+impl<W: Write> Write for Escaping<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        write_escaped(self.0, text)
+    }
+}
+
+/// Writes `text` as the inside of a JSON string: quotes, backslashes and control characters
+/// escaped, so a value can neither end its string nor start a new line.
+fn write_escaped(out: &mut impl Write, text: &str) -> fmt::Result {
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        // Every escaped byte is ASCII, so `index` is on a character boundary.
+        out.write_str(&text[start..index])?;
+        if escape.is_empty() {
+            write!(out, "\\u{byte:04x}")?;
+        } else {
+            out.write_str(escape)?;
+        }
+        start = index + 1;
+    }
+    out.write_str(&text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::Value;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// Runs `log` under a subscriber with these formatters and returns the lines, parsed.
+    fn lines(log: impl FnOnce()) -> Vec<Value> {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields)
+            .event_format(JsonLines)
+            .with_writer(captured.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+            .collect()
+    }
+
+    #[test]
+    fn event_fields_and_span_fields() {
+        let logged = lines(|| {
+            let span = tracing::info_span!("request", method = %"GET", route = "/users/{id}");
+            let _entered = span.enter();
+            tracing::info!(
+                status = 200u16,
+                latency_us = 12u64,
+                ok = true,
+                "request completed"
+            );
+        });
+
+        assert_eq!(logged.len(), 1);
+        let line = &logged[0];
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["message"], "request completed");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["latency_us"], 12);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["span"]["name"], "request");
+        assert_eq!(line["span"]["method"], "GET");
+        assert_eq!(line["span"]["route"], "/users/{id}");
+        let timestamp = line["timestamp"].as_str().unwrap();
+        assert_eq!(
+            timestamp.len(),
+            "2026-01-02T03:04:05.123456Z".len(),
+            "{timestamp}"
+        );
+        assert!(timestamp.ends_with('Z'), "{timestamp}");
+    }
+
+    #[test]
+    fn values_cannot_break_the_line() {
+        let hostile = "a\"b\\c\nd\re\tf\u{1b}[31mg\u{7f}h\u{0}é";
+        let logged = lines(|| {
+            let span = tracing::info_span!("request", peer = hostile);
+            let _entered = span.enter();
+            tracing::warn!(
+                error = hostile,
+                debug = ?hostile,
+                ratio = f64::NAN,
+                delta = -3i64,
+                "{hostile}"
+            );
+        });
+
+        assert_eq!(logged.len(), 1, "one line");
+        let line = &logged[0];
+        assert_eq!(line["error"], hostile);
+        assert_eq!(line["message"], hostile);
+        assert_eq!(line["debug"], format!("{hostile:?}"));
+        assert_eq!(line["span"]["peer"], hostile);
+        assert_eq!(line["ratio"], "NaN");
+        assert_eq!(line["delta"], -3);
+    }
+
+    #[test]
+    fn event_outside_span_omits_span() {
+        let logged = lines(|| tracing::error!("no span"));
+
+        assert_eq!(logged[0]["level"], "ERROR");
+        assert_eq!(logged[0].get("span"), None);
+    }
+}
