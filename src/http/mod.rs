@@ -1,5 +1,6 @@
 //! The HTTP surface: the route table, the state handlers share, and the middleware stack.
 
+mod docs;
 mod extract;
 pub mod openapi;
 mod orders;

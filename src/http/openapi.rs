@@ -1,5 +1,5 @@
-//! The OpenAPI 3.1 document and the routes that serve it: `GET /openapi.json` and the
-//! Swagger UI under `/docs/`.
+//! The OpenAPI 3.1 document and the route that serves it, `GET /openapi.json`; `docs` serves
+//! the Swagger UI under `/docs/`.
 //!
 //! Every route of the service is registered here through utoipa-axum's `routes!`, which takes
 //! the path and the methods from the handler's `#[utoipa::path]` annotation, so a route cannot
@@ -8,12 +8,11 @@
 //! API, 500 and 503 behind the middleware. [`add_problem_responses`] adds those to the
 //! document, so no handler repeats them. The document is rendered once, at start.
 
-use std::io::Read;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
@@ -21,12 +20,11 @@ use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Schema};
 use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::Config as SwaggerConfig;
 
 use super::AppState;
-use super::problem::{ApiError, ProblemDetails};
+use super::problem::ProblemDetails;
 use super::users::{CreateUserBody, UpdateUserBody};
-use super::{orders, preferences, probes, profile, users};
+use super::{docs, orders, preferences, probes, profile, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -69,9 +67,9 @@ pub fn routes() -> Routes {
         .routes(routes!(probes::health))
         .routes(routes!(probes::ready))
         .routes(routes!(serve_document))
-        .routes(routes!(redirect_to_docs))
-        .routes(routes!(serve_docs_page))
-        .routes(routes!(serve_docs_file))
+        .routes(routes!(docs::redirect_to_docs))
+        .routes(routes!(docs::serve_docs_page))
+        .routes(routes!(docs::serve_docs_file))
         .split_for_parts();
     let (api, api_document) = OpenApiRouter::new()
         .routes(routes!(users::list, users::create))
@@ -111,17 +109,6 @@ pub fn document_json() -> &'static str {
     &DOCUMENT_JSON
 }
 
-/// Swagger UI's settings: the document's URL, "Try it out" open, and no online validator, so
-/// the page sends no request to any host but this server.
-static SWAGGER_CONFIG: LazyLock<Arc<SwaggerConfig<'static>>> = LazyLock::new(|| {
-    Arc::new(
-        SwaggerConfig::from("/openapi.json")
-            .try_it_out_enabled(true)
-            .display_request_duration(true)
-            .validator_url("none"),
-    )
-});
-
 #[utoipa::path(
     get,
     path = "/openapi.json",
@@ -133,115 +120,6 @@ async fn serve_document() -> Response {
     let content_type = HeaderValue::from_static("application/json");
     ([(header::CONTENT_TYPE, content_type)], document_json()).into_response()
 }
-
-#[utoipa::path(
-    get,
-    path = "/docs",
-    tag = "reference",
-    operation_id = "docs_redirect",
-    responses((status = 308, description = "The reference page is at `/docs/`",
-        headers(("location" = String, description = "`/docs/`"))))
-)]
-async fn redirect_to_docs() -> Redirect {
-    // The page loads its scripts by relative paths, which resolve under /docs/ only.
-    Redirect::permanent("/docs/")
-}
-
-#[utoipa::path(
-    get,
-    path = "/docs/",
-    tag = "reference",
-    operation_id = "docs_page",
-    responses((status = 200, description = "The interactive API reference (Swagger UI)",
-        body = String, content_type = "text/html"))
-)]
-async fn serve_docs_page(headers: HeaderMap) -> Result<Response, ApiError> {
-    serve_swagger_file("index.html", &headers)
-}
-
-#[utoipa::path(
-    get,
-    path = "/docs/{file}",
-    tag = "reference",
-    operation_id = "docs_file",
-    params(("file" = String, Path, example = "swagger-ui.css",
-        description = "A file of the Swagger UI distribution")),
-    responses(
-        (status = 200, description = "The file: a script, a style sheet or an image",
-            content(
-                (String = "text/html"),
-                (String = "text/javascript"),
-                (String = "text/css"),
-                (String = "image/png"),
-                (String = "application/octet-stream"),
-            )),
-        (status = 404, description = "The Swagger UI has no such file",
-            body = ProblemDetails, content_type = "application/problem+json"),
-    )
-)]
-async fn serve_docs_file(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
-    // Read from the raw path: the file names contain nothing that needs percent-decoding.
-    let file = uri.path().strip_prefix("/docs/").unwrap_or_default();
-    serve_swagger_file(file, &headers)
-}
-
-/// Serves one file of the Swagger UI embedded in the binary. The files are embedded
-/// gzip-compressed (the 4.3 MB distribution takes 1.1 MB), sent as they are to a client that
-/// accepts gzip, as every browser does, and decompressed for one that does not.
-fn serve_swagger_file(file: &str, request: &HeaderMap) -> Result<Response, ApiError> {
-    match utoipa_swagger_ui::serve(file, Arc::clone(&SWAGGER_CONFIG)) {
-        Ok(Some(found)) => {
-            let content_type = HeaderValue::from_str(&found.content_type)
-                .map_err(|err| ApiError::Internal(format!("content type of {file:?}: {err}")))?;
-            let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
-            if !found.gzpipped {
-                let body = found.bytes.into_owned();
-                return Ok(([(header::CONTENT_TYPE, content_type), vary], body).into_response());
-            }
-            if accepts_gzip(request) {
-                let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                let headers = [(header::CONTENT_TYPE, content_type), encoding, vary];
-                return Ok((headers, found.bytes.into_owned()).into_response());
-            }
-            let mut body = Vec::new();
-            flate2::read::GzDecoder::new(found.bytes.as_ref())
-                .read_to_end(&mut body)
-                .map_err(|err| ApiError::Internal(format!("decompressing {file:?}: {err}")))?;
-            Ok(([(header::CONTENT_TYPE, content_type), vary], body).into_response())
-        }
-        Ok(None) => Err(ApiError::NotFound(format!(
-            "no file {file:?} in the API reference"
-        ))),
-        Err(err) => Err(ApiError::Internal(format!(
-            "failed to render the API reference file {file:?}: {err}"
-        ))),
-    }
-}
-
-/// Returns whether `Accept-Encoding` lists gzip (or `*`) without `q=0` (RFC 9110, 12.5.3).
-fn accepts_gzip(request: &HeaderMap) -> bool {
-    request
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|parameter| {
-                let parameter = parameter.replace(' ', "");
-                let Some(weight) = parameter
-                    .strip_prefix("q=")
-                    .or(parameter.strip_prefix("Q="))
-                else {
-                    return false;
-                };
-                weight.parse::<f32>().is_ok_and(|weight| weight == 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
-}
-
 /// The `{id}` segment of the user routes.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
