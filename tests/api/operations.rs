@@ -199,7 +199,7 @@ fn heap_profile_of_the_binary_has_samples() {
     let url = format!("sqlite://{}", dir.path().join("heap.db").display());
     // No access log, because nothing reads the log until the end and a full pipe would stall
     // the server. MALLOC_CONF overrides the compiled-in sampling interval of 512 KiB with
-    // 4 KiB, so the few MiB a fresh server holds leave many samples, not a handful.
+    // 4 KiB, so the few MiB a fresh server has allocated leave many samples, not a handful.
     let server = Process::start(&[
         ("DATABASE_URL", url.as_str()),
         ("RUST_LOG", "info,peregrine::middleware::access_log=warn"),

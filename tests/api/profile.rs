@@ -184,8 +184,8 @@ async fn lock_waiters_after(
     }
 }
 
-/// A lock on `orders` stalls the profile's orders read. Past PROFILE_TIMEOUT the response is
-/// 504, and the statement is cancelled on the server well before DB_STATEMENT_TIMEOUT.
+/// Checks that a profile whose orders read waits on a lock gets 504 past PROFILE_TIMEOUT, and
+/// that the server cancels the statement well before DB_STATEMENT_TIMEOUT.
 async fn profile_timeout_cancels_reads(read_clients: &str) {
     let Some(server) = test_postgres::server() else {
         return;

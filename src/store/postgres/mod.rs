@@ -167,8 +167,8 @@ impl PostgresStore {
         };
         // A cancel request stops whatever statement a connection runs, and on a shared
         // connection that may be another request's. So the shared connections bound every
-        // statement by PROFILE_TIMEOUT too, and the server cancels a profile's reads there
-        // by itself; pooled connections get cancel requests (see `profile`).
+        // statement by PROFILE_TIMEOUT too, and the server itself cancels a profile's reads
+        // there. Pooled connections get cancel requests instead (see `profile`).
         let mut read_config = config.clone();
         read_config.options(with_timeout(
             limits.statement_timeout.min(limits.profile_timeout),

@@ -2,8 +2,8 @@
 //! three statements pipelined on one connection.
 //!
 //! The three statements are sent together and the server returns their results in order, so
-//! the fetch costs one round trip and holds one connection, never one while waiting for
-//! another.
+//! the fetch costs one round trip on one connection, and never waits for a second connection
+//! while it has one.
 //! On a shared client that connection is also carrying other requests' reads.
 //!
 //! Cancellation when the caller stops waiting (PROFILE_TIMEOUT, the write timeout): on a
