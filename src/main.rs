@@ -33,13 +33,17 @@ fn main() -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::from(2);
     }
-    let _log_writer = match peregrine::telemetry::init(&config) {
-        Ok(guard) => guard,
+    let (log_writer, _log_writer_guard) = match peregrine::telemetry::start_writer() {
+        Ok(writer) => writer,
         Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
+            eprintln!("error: failed to start the log's writer thread: {err}");
+            return ExitCode::FAILURE;
         }
     };
+    if let Err(err) = peregrine::telemetry::init(&config, log_writer) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,39 +1,35 @@
 //! Logging set-up: tracing with an EnvFilter, as text for people or JSON for log collectors,
 //! written to standard output by a background thread.
 //!
-//! Request threads format each line and hand it to the writer thread over a bounded channel.
-//! That thread writes whatever has queued in one system call, so under load a write serves
-//! many lines rather than one. When the channel is full, request threads wait rather than
-//! drop lines.
+//! Request threads format each line; the writer thread in [`writer`] writes them to standard
+//! output in batches.
 
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, ConfigError, LogFormat};
 
 mod json;
+mod writer;
 
-/// Size of the writer thread's buffer: lines queued while it writes are sent together.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+pub use writer::{LineSender, WriterGuard};
 
-/// Installs the global subscriber. Fails only on an invalid RUST_LOG filter.
+/// Starts the writer thread on standard output.
 ///
 /// Keep the returned guard until the process exits: dropping it writes the lines still queued.
-pub fn init(config: &Config) -> Result<WorkerGuard, ConfigError> {
+pub fn start_writer() -> std::io::Result<(LineSender, WriterGuard)> {
+    writer::spawn(std::io::stdout())
+}
+
+/// Installs the global subscriber, writing to `writer`. Fails only on an invalid RUST_LOG
+/// filter.
+pub fn init(config: &Config, writer: LineSender) -> Result<(), ConfigError> {
     let filter = EnvFilter::try_new(&config.rust_log).map_err(|err| ConfigError {
         variable: "RUST_LOG",
         reason: format!("{:?} is not a valid filter: {err}", config.rust_log),
     })?;
     let ansi = std::io::stdout().is_terminal();
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(BufWriter::with_capacity(
-            WRITE_BUFFER_BYTES,
-            std::io::stdout(),
-        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -46,5 +42,5 @@ pub fn init(config: &Config) -> Result<WorkerGuard, ConfigError> {
             .event_format(json::JsonLines)
             .init(),
     }
-    Ok(guard)
+    Ok(())
 }
