@@ -1,7 +1,7 @@
 //! The store's operations on orders and preferences, and the profile that reads a user with
 //! both at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Backend, Store, StoreError};
 use crate::domain::{NewOrder, Order, OrderId, Preferences, User, UserId, VersionedPreferences};
@@ -141,7 +141,14 @@ impl Store {
                 Backend::Sqlite(store) => store.get_profile(user, order_limit).await,
             }
         });
+        let started = Instant::now();
         match tokio::time::timeout(self.profile_timeout, fetch).await {
+            // The shared read connections' statement_timeout is PROFILE_TIMEOUT too, so
+            // PostgreSQL can cancel a stalled read just before the timer here fires: an
+            // unavailable database at the deadline is the same timeout.
+            Ok(Err(StoreError::Unavailable(_))) if started.elapsed() >= self.profile_timeout => {
+                Err(ProfileError::TimedOut(self.profile_timeout))
+            }
             Ok(result) => Ok(result?),
             Err(_elapsed) => Err(ProfileError::TimedOut(self.profile_timeout)),
         }

@@ -197,7 +197,11 @@ pub async fn build_application(database_url: &str, extra: &[&str]) -> anyhow::Re
 
 /// Reads a problem+json response, checking its content type and the members every problem has.
 pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(response.status(), status, "status");
+    if response.status() != status {
+        let actual = response.status();
+        let body = response.text().await.unwrap_or_default();
+        panic!("expected status {status}, got {actual} with the body {body}");
+    }
     let content_type = response.headers().get("content-type").cloned();
     assert_eq!(
         content_type.as_ref().and_then(|v| v.to_str().ok()),
