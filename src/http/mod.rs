@@ -10,6 +10,8 @@ pub mod problem;
 mod profile;
 mod users;
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::HttpMetrics;
@@ -22,10 +24,27 @@ use crate::store::Store;
 use axum::Router;
 use problem::ApiError;
 
-/// The state every handler can reach. It is cloned per request, so every field is cheap to
-/// clone.
+/// The state every handler can reach. axum clones it for every request, so it is one `Arc`
+/// around [`AppContext`] rather than a clone of each field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    pub fn new(context: AppContext) -> Self {
+        AppState(Arc::new(context))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// The store, readiness, body limit and authenticator that handlers use.
+pub struct AppContext {
     pub store: Store,
     pub readiness: Readiness,
     /// Largest request body accepted, in bytes.
@@ -56,7 +75,6 @@ pub struct MiddlewareConfig {
 /// under any load. The routes come from [`openapi::routes`], with their documentation.
 pub fn router(state: AppState, config: MiddlewareConfig, extra: Router<AppState>) -> Router {
     let routes = openapi::routes();
-    openapi::document_json();
     let operational = routes.operational.with_state(state.clone());
     let api = extra
         .merge(routes.api)

@@ -27,7 +27,7 @@ use tower::ServiceExt;
 
 use crate::admin;
 use crate::config::{Config, LoadShedMode};
-use crate::http::{self, AppState, MiddlewareConfig};
+use crate::http::{self, AppContext, AppState, MiddlewareConfig};
 use crate::metrics::{Metrics, ShedLabels};
 use crate::middleware::client_ip::TrustedProxies;
 use crate::middleware::load_shed::InFlightLimit;
@@ -122,12 +122,12 @@ impl Application {
         http::problem::render_fixed_problems();
         let auth = crate::auth::Authenticator::start(&config.auth_settings()?).await?;
         let readiness = Readiness::default();
-        let state = AppState {
+        let state = AppState::new(AppContext {
             store: store.clone(),
             readiness: readiness.clone(),
             body_limit: config.body_limit,
             auth,
-        };
+        });
         let shed = metrics
             .http
             .shed
