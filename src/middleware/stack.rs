@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ pub struct RequestLayer {
 
 struct Shared {
     write_timeout: Duration,
+    rejections: RejectionLog,
     metrics: HttpMetrics,
     trusted_proxies: TrustedProxies,
     /// The in-flight limit and rate limit, or `None` for routes that are never shed (probes).
@@ -58,6 +60,7 @@ impl RequestLayer {
         RequestLayer {
             shared: Arc::new(Shared {
                 write_timeout: config.write_timeout,
+                rejections: RejectionLog::new(),
                 metrics: config.metrics.clone(),
                 trusted_proxies: config.trusted_proxies.clone(),
                 admission,
@@ -107,10 +110,14 @@ where
     }
 }
 
-/// Runs one request through every concern. On the way in: request id, client address, the
-/// access log's span, the in-flight gauge, rate limit and in-flight limit, then the handler
+/// Runs one request through every concern. On the way in: request id, client address, rate
+/// limit and in-flight limit, the access log's span and the in-flight gauge, then the handler
 /// under the timeout and panic recovery. On the way out: problem rendering, metrics and the
 /// access log.
+///
+/// A request rejected by the rate limit or the in-flight limit gets no span and no line of its
+/// own: under overload those lines would cost the CPU the admitted requests need, so
+/// [`RejectionLog`] counts them in one warning a second.
 async fn handle<S>(shared: &Shared, inner: S, mut request: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
@@ -131,6 +138,24 @@ where
         .extensions()
         .get::<MatchedPath>()
         .map_or(UNMATCHED_ROUTE, |path| intern(path.as_str()));
+    let admitted = match admit(shared, client) {
+        Ok(admitted) => admitted,
+        Err(rejected) => {
+            shared.rejections.record(&rejected);
+            let mut response = problem::render(rejected.into_response(), &request_id);
+            metrics::record(
+                &shared.metrics,
+                method,
+                route,
+                response.status(),
+                started.elapsed(),
+            );
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id.header_value());
+            return response;
+        }
+    };
     let span = access_log::request_span(request.method(), route, request_id.as_str(), peer, client);
     request.extensions_mut().insert(request_id.clone());
     if let Some(client) = client {
@@ -139,16 +164,10 @@ where
 
     async move {
         let in_flight = InFlight::enter(&shared.metrics.in_flight);
-        let response = match admit(shared, client) {
-            Ok(admitted) => {
-                let response = run(inner, request, shared.write_timeout).await;
-                if let Some(admitted) = admitted {
-                    admitted.complete();
-                }
-                response
-            }
-            Err(rejected) => rejected.into_response(),
-        };
+        let response = run(inner, request, shared.write_timeout).await;
+        if let Some(admitted) = admitted {
+            admitted.complete();
+        }
         drop(in_flight);
 
         let mut response = problem::render(response, &request_id);
@@ -192,5 +211,108 @@ where
         Ok(Ok(Err(infallible))) => match infallible {},
         Ok(Err(panic)) => problem::from_panic(panic),
         Err(_elapsed) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// The log of requests rejected at admission: one warning a second at most, with how many
+/// requests each limit rejected since the previous warning.
+struct RejectionLog {
+    epoch: Instant,
+    /// Milliseconds after `epoch` before which no warning is written.
+    quiet_until_ms: AtomicU64,
+    shed: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+impl RejectionLog {
+    fn new() -> Self {
+        RejectionLog {
+            epoch: Instant::now(),
+            quiet_until_ms: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one rejection and writes the warning when the last one is a second old.
+    fn record(&self, rejection: &ApiError) {
+        let counter = match rejection {
+            ApiError::RateLimited { .. } => &self.rate_limited,
+            _ => &self.shed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let quiet_until = self.quiet_until_ms.load(Ordering::Relaxed);
+        // Of the threads that find the quiet time over, the one that moves it writes.
+        if now_ms < quiet_until
+            || self
+                .quiet_until_ms
+                .compare_exchange(
+                    quiet_until,
+                    now_ms + 1000,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let shed = self.shed.swap(0, Ordering::Relaxed);
+        let rate_limited = self.rate_limited.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            shed,
+            rate_limited,
+            "requests rejected since the previous warning"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A log destination for one test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rejection_log_writes_one_warning_a_second() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let log = RejectionLog::new();
+
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..1000 {
+                log.record(&ApiError::Overloaded);
+            }
+            log.record(&ApiError::RateLimited { retry_after: 1 });
+            std::thread::sleep(Duration::from_millis(1100));
+            log.record(&ApiError::Overloaded);
+        });
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("shed=1 rate_limited=0"), "{text}");
+        assert!(lines[1].contains("shed=1000 rate_limited=1"), "{text}");
     }
 }
