@@ -22,7 +22,7 @@ def run(command: list[str], **kwargs) -> None:
 
 
 def ensure_path() -> None:
-    """Put cargo's bin directory on PATH, where `cargo install` puts oha."""
+    """Put cargo's bin directory on PATH, where `cargo install` puts oha and inferno."""
     if str(CARGO_BIN) not in os.environ.get("PATH", "").split(":"):
         os.environ["PATH"] = f"{os.environ.get('PATH', '')}:{CARGO_BIN}"
 
@@ -40,6 +40,9 @@ def install_tools() -> None:
     if shutil.which("oha") is None:
         step("installing oha from crates.io (a few minutes)")
         run(["cargo", "install", "--locked", "oha"])
+    if shutil.which("inferno-flamegraph") is None:
+        step("installing inferno, which draws the flame graph, from crates.io (a few minutes)")
+        run(["cargo", "install", "--locked", "inferno"])
 
 
 def build_peers() -> None:

@@ -7,12 +7,13 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import build, measure, report
+from . import build, flame, measure, overload, report
 from .load import LoadFailed
 from .postgres import Cluster, prepare_schema
 from .servers import (ALL_SCENARIOS, PEREGRINE_BINARY, REPO, SERVERS, SERVERS_BY_NAME, ServerFailed,
@@ -27,6 +28,8 @@ MIN_OPEN_FILES = 6000
 # that every server sustains the same rate.
 OHA_RATE_SHARE = 0.5
 OHA_SCENARIOS = ("hello", "db")
+# Measurements beside the scenarios, of peregrine alone, that --only also selects.
+PHASES = ("overload",)
 FULL_CONNECTIONS = {"hello": 500, "db": 500, "stress": 5000, "profile": 500, "profile-stress": 5000}
 QUICK_CONNECTIONS = {"hello": 50, "db": 50, "stress": 200, "profile": 50, "profile-stress": 200}
 # Seconds each measurement spends outside the load runs (start, checks, stop), an estimate
@@ -44,9 +47,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "is produced: short runs, fewer connections, one run; writes "
                              "bench/build/quick/ and asserts no figures")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help="run only this server or scenario; repeatable. Servers: "
-                             f"{', '.join(SERVERS_BY_NAME)}; scenarios: {', '.join(ALL_SCENARIOS)}. "
-                             "The page then goes to bench/build/partial/")
+                        help="run only this server, scenario or phase; repeatable. Servers: "
+                             f"{', '.join(SERVERS_BY_NAME)}; scenarios: {', '.join(ALL_SCENARIOS)}; "
+                             f"phases: {', '.join(PHASES)}. The page then goes to "
+                             "bench/build/partial/")
     parser.add_argument("--runs", type=int, help="measured runs per server and scenario (default 3)")
     parser.add_argument("--seconds", type=int, help="length of one wrk run in seconds (default 30)")
     parser.add_argument("--pg-cpus", default="1",
@@ -56,10 +60,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="skip the builds and installs, using what an earlier run built")
     args = parser.parse_args(argv)
 
-    unknown = [name for name in args.only if name not in SERVERS_BY_NAME and name not in ALL_SCENARIOS]
+    known = (*SERVERS_BY_NAME, *ALL_SCENARIOS, *PHASES)
+    unknown = [name for name in args.only if name not in known]
     if unknown:
         parser.error(f"unknown --only value {', '.join(unknown)}: expected a server "
-                     f"({', '.join(SERVERS_BY_NAME)}) or a scenario ({', '.join(ALL_SCENARIOS)})")
+                     f"({', '.join(SERVERS_BY_NAME)}), a scenario ({', '.join(ALL_SCENARIOS)}) "
+                     f"or a phase ({', '.join(PHASES)})")
     return args
 
 
@@ -73,7 +79,10 @@ def main(argv: list[str]) -> int:
     os.sched_setaffinity(0, {0})
 
     servers = [spec for spec in SERVERS if spec.name in args.only] or list(SERVERS)
-    scenarios = [name for name in ALL_SCENARIOS if name in args.only] or list(ALL_SCENARIOS)
+    scenarios = [name for name in ALL_SCENARIOS if name in args.only]
+    phases = [name for name in PHASES if name in args.only]
+    if not scenarios and not phases:
+        scenarios, phases = list(ALL_SCENARIOS), list(PHASES)
     if args.quick:
         kind = "quick"
     elif args.only:
@@ -81,6 +90,7 @@ def main(argv: list[str]) -> int:
     else:
         kind = "full"
     out_dir = output_dir(kind)
+    charts_dir = REPO / "bench/charts" if kind == "full" else out_dir / "charts"
 
     build.ensure_path()
     if not args.no_build:
@@ -116,6 +126,10 @@ def main(argv: list[str]) -> int:
         binary_sizes = build.binary_sizes(BUILD_DIR)
         results = run_phases(servers, scenarios, settings, quick=args.quick)
         results["binary_sizes"] = binary_sizes
+        if "overload" in phases:
+            results["overload"] = overload_phase(servers, settings, results)
+        results["flame_graph"] = flame_phase(servers, scenarios, settings, results, charts_dir,
+                                             quick=args.quick)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -138,10 +152,10 @@ def main(argv: list[str]) -> int:
         "versions": build.tool_versions(),
         "peregrine": build.peregrine_commit(),
     }
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
     (settings.results_dir / "summary.json").write_text(json.dumps(results, indent=2) + "\n")
 
     page = REPO / "BENCHMARKS.md" if kind == "full" else out_dir / "BENCHMARKS.md"
-    charts_dir = REPO / "bench/charts" if kind == "full" else out_dir / "charts"
     report.write_page(results, page, charts_dir)
     build.step(f"wrote {page.relative_to(REPO)} and the charts in {charts_dir.relative_to(REPO)}")
 
@@ -223,12 +237,13 @@ def run_phases(servers, scenarios, settings: measure.Settings, quick: bool) -> d
     results["startup_settings"] = {"starts": starts, "idle_seconds": idle_seconds}
     wrk_estimate = settings.warmup_seconds + settings.seconds + OVERHEAD_ESTIMATE_SECONDS
     oha_estimate = settings.warmup_seconds + settings.oha_seconds + OVERHEAD_ESTIMATE_SECONDS
-    progress = Progress([("start-up", starts * (idle_seconds + 1.5))] * len(servers)
+    progress = Progress([("start-up", starts * (idle_seconds + 1.5))] * (len(servers) if scenarios else 0)
                         + [("wrk", wrk_estimate)] * len(wrk_plan)
                         + [("oha", oha_estimate)] * len(oha_plan))
 
     sqlite_url = f"sqlite://{BUILD_DIR / 'startup.db'}"
-    for spec in servers:
+    # A run of phases alone (`--only overload`) skips the start-up measurement too.
+    for spec in servers if scenarios else []:
         url = sqlite_url if spec.is_peregrine else measure.server_database_url(spec, settings.database_url)
         try:
             record = measure.measure_startup(spec, starts, idle_seconds, url, settings)
@@ -273,6 +288,36 @@ def run_phases(servers, scenarios, settings: measure.Settings, quick: bool) -> d
     if not quick:
         results["placement"] = placement_check(servers, scenarios, settings, results, broken)
     return results
+
+
+def overload_phase(servers, settings: measure.Settings, results: dict) -> dict | None:
+    """Measure peregrine's load shedding at five times its capacity, unless this run leaves
+    peregrine out."""
+    spec = SERVERS_BY_NAME["peregrine"]
+    if spec not in servers:
+        return None
+    build.step("measuring peregrine at five times its capacity, with each LOAD_SHED mode")
+    try:
+        return overload.run(spec, settings)
+    except (ServerFailed, LoadFailed) as err:
+        fail(results, set(), spec.name, "overload", err)
+        return None
+
+
+def flame_phase(servers, scenarios, settings: measure.Settings, results: dict, charts_dir: Path,
+                quick: bool) -> dict | None:
+    """Profile peregrine under the db load and draw its flame graph, unless this run leaves
+    peregrine or the db scenario out. Returns the figures the page reports."""
+    spec = SERVERS_BY_NAME["peregrine"]
+    if spec not in servers or "db" not in scenarios:
+        return None
+    seconds = 2 if quick else 20
+    build.step(f"profiling peregrine for {seconds} s under the db load")
+    try:
+        return flame.record(spec, settings, seconds, settings.results_dir / "raw", charts_dir)
+    except (ServerFailed, LoadFailed, RuntimeError, OSError, subprocess.CalledProcessError) as err:
+        fail(results, set(), spec.name, "flame graph", err)
+        return None
 
 
 def check_responses(record: dict) -> None:

@@ -93,12 +93,14 @@ def run_wrk(port: int, scenario: str, connections: int, seconds: int, cpus: str,
 
 
 def write_url_file(path: Path, port: int, scenario: str, count: int = 10_000) -> None:
-    """Write the URLs oha draws from: GET / alone, or user ids drawn from 1 to USER_COUNT."""
+    """Write the URLs oha draws from: GET / alone, or the user or profile route with user
+    ids drawn from 1 to USER_COUNT."""
     if scenario == "hello":
         urls = [f"http://127.0.0.1:{port}/"]
     else:
+        suffix = "/profile" if scenario.startswith("profile") else ""
         ids = random.Random(1).choices(range(1, USER_COUNT + 1), k=count)
-        urls = [f"http://127.0.0.1:{port}/api/v1/users/{user_id}" for user_id in ids]
+        urls = [f"http://127.0.0.1:{port}/api/v1/users/{user_id}{suffix}" for user_id in ids]
     path.write_text("\n".join(urls) + "\n")
 
 

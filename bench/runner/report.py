@@ -216,7 +216,127 @@ def write_charts(results: dict, charts_dir: Path) -> dict[str, Path]:
 def write_page(results: dict, page: Path, charts_dir: Path) -> None:
     charts = write_charts(results, charts_dir)
     meta = results["meta"]
-    page.write_text("\n".join(page_lines(results, meta, charts, page.parent)) + "\n")
+    page.write_text("\n".join(page_lines(results, meta, charts, charts_dir, page.parent)) + "\n")
+
+
+def overload_lines(results: dict, charts_dir: Path, page_dir: Path) -> list[str]:
+    data = results.get("overload")
+    if not data:
+        return []
+    summary = data["summary"]
+    lines = [
+        "## Overload: five times the sustainable rate",
+        "",
+        f"peregrine on the profile route (`GET /api/v1/users/{{id}}/profile`), first loaded by wrk at",
+        f"{data['connections']:,} connections to find its capacity ({data['capacity']:,.0f} requests/s, the median of",
+        f"{len(data['capacities'])} runs), then sent a fixed rate by oha (`-q`, `--latency-correction`, "
+        f"{data['connections']:,} connections,",
+        f"{data['seconds']} s): a tenth of the capacity ({data['unloaded_rate']:,} requests/s) for the "
+        "unloaded p99, then five",
+        f"times the capacity ({data['overload_rate']:,} requests/s). One fresh server per mode and run, "
+        "the modes alternating;",
+        "medians of the runs. Goodput is the 2xx responses per second; the admitted p99 is the p99",
+        "of those 2xx responses; shed is the share answered 503 by the in-flight limit.",
+        "",
+        "| LOAD_SHED | unloaded p99 | admitted p99 at 5× | admitted p99 / unloaded | goodput at 5× | "
+        "goodput / capacity | shed | p99 of the 503s | sent (oha) | other failures |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for mode, row in summary.items():
+        ratio = row["admitted_p99_ms"] / row["unloaded_p99_ms"] if row["unloaded_p99_ms"] else None
+        lines.append(
+            f"| {mode} | {fmt_ms(row['unloaded_p99_ms'])} | {fmt_ms(row['admitted_p99_ms'])} | "
+            f"{'n/a' if ratio is None else f'{ratio:.1f}×'} | {row['goodput']:,.0f} req/s | "
+            f"{row['goodput'] / data['capacity']:.0%} | {row['shed_share']:.0%} | "
+            f"{fmt_ms(row.get('shed_p99_ms'))} | "
+            f"{row['sent_rate']:,.0f} req/s | {row['failures']:,.0f} |")
+    lines += [
+        "",
+        "The goals: at five times the capacity, an admitted p99 within twice the unloaded p99 and",
+        "a goodput of at least 90% of the capacity. oha sends from one core, so the sent column",
+        "shows whether it reached the rate it was given.",
+        "",
+    ]
+    chart = overload_chart(data, charts_dir)
+    lines += [f"![overload: goodput and admitted p99 per LOAD_SHED mode]"
+              f"({os.path.relpath(chart, page_dir)})", ""]
+    return lines
+
+
+def overload_chart(data: dict, charts_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(data["summary"])
+    rows = [data["summary"][mode] for mode in modes]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    left.bar(modes, [row["goodput"] for row in rows], color="#c0392b")
+    left.axhline(data["capacity"], color="#2c3e50", linestyle="--", linewidth=1,
+                 label=f"capacity {data['capacity']:,.0f}")
+    left.axhline(0.9 * data["capacity"], color="#7f8c8d", linestyle=":", linewidth=1,
+                 label="90% of capacity")
+    left.set_title(f"goodput at {data['overload_rate']:,} req/s sent, req/s", fontsize=10)
+    left.legend(fontsize=8, loc="lower right")
+    width = 0.38
+    positions = range(len(modes))
+    right.bar([p - width / 2 for p in positions], [row["unloaded_p99_ms"] for row in rows], width,
+              color="#7f8c8d", label="unloaded")
+    right.bar([p + width / 2 for p in positions], [row["admitted_p99_ms"] for row in rows], width,
+              color="#c0392b", label="admitted at 5×")
+    for position, row in zip(positions, rows):
+        right.plot([position - 0.45, position + 0.45], [2 * row["unloaded_p99_ms"]] * 2,
+                   color="#2c3e50", linestyle="--", linewidth=1)
+    right.set_xticks(list(positions), modes)
+    right.set_title("p99 of 2xx responses, ms (dashed: twice unloaded)", fontsize=10)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    path = charts_dir / "overload.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def flame_lines(results: dict, page_dir: Path) -> list[str]:
+    flame = results.get("flame_graph")
+    if not flame:
+        return []
+    path = os.path.relpath(flame["path"], page_dir)
+    lines = [
+        "## Where peregrine's time goes",
+        "",
+        f"A CPU profile of peregrine over {flame['seconds']} s of the db load at "
+        f"{flame['connections']:,} connections, taken",
+        "from its admin listener (`/debug/pprof/profile`) in a separate, unmeasured run, drawn",
+        "with inferno. The profiler drops the samples that land inside libc, where the system",
+        "calls are made, so the graph shows the user-space CPU time only: the kernel's share, about",
+        "half of the server's CPU on this route by `/proc/PID/stat`, is the socket work of the HTTP",
+        "and PostgreSQL connections. Open the SVG to search it and to read the narrow frames.",
+        "",
+        f"[![flame graph of the db route]({path})]({path})",
+        "",
+    ]
+    sampled = flame["sampled_us"]
+    # The profile covers `seconds` of the `load_seconds` of load, so the requests in it are
+    # about that share of wrk's count.
+    requests = flame["requests"] * flame["seconds"] / flame["load_seconds"]
+    if sampled and requests:
+        lines += [
+            "The sampled time per request of each part of the request path. A sample counts for",
+            "the library of its frame nearest the leaf, so time the allocator spends for the log",
+            "counts as the allocator's; the requests are wrk's count over the load, scaled to the",
+            "profile's length:",
+            "",
+            "| part | share of the samples | sampled µs per request |",
+            "|---|--:|--:|",
+            f"| all | 100% | {sampled / requests:.1f} |",
+        ]
+        for name, micros in flame["parts_us"].items():
+            lines.append(f"| {name} | {micros / sampled:.0%} | {micros / requests:.1f} |")
+        lines.append("")
+    return lines
 
 
 def load_average_sentence(results: dict) -> str:
@@ -239,7 +359,8 @@ def measurement_lines() -> list[str]:
             *MEASUREMENTS.read_text().rstrip("\n").split("\n"), ""]
 
 
-def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Path) -> list[str]:
+def page_lines(results: dict, meta: dict, charts: dict[str, Path], charts_dir: Path,
+               page_dir: Path) -> list[str]:
     machine_info = meta["machine"]
     connections = meta["connections"]
     runs = f"{meta['runs']} run" + ("s" if meta["runs"] != 1 else "")
@@ -290,6 +411,9 @@ def page_lines(results: dict, meta: dict, charts: dict[str, Path], page_dir: Pat
         lines += variant_cost_lines(rows)
         if scenario in charts:
             lines += [f"![{scenario}: throughput and p99]({os.path.relpath(charts[scenario], page_dir)})", ""]
+
+    lines += overload_lines(results, charts_dir, page_dir)
+    lines += flame_lines(results, page_dir)
 
     lines += ["## Start-up, idle memory and binary size", ""]
     lines += startup_table(results) + [""]
