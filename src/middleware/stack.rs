@@ -38,7 +38,6 @@ pub struct RequestLayer {
 
 struct Shared {
     write_timeout: Duration,
-    rejections: RejectionLog,
     metrics: HttpMetrics,
     trusted_proxies: TrustedProxies,
     /// The in-flight limit and rate limit, or `None` for routes that are never shed (probes).
@@ -48,6 +47,7 @@ struct Shared {
 struct Admission {
     in_flight: InFlightLimit,
     rate_limit: Option<RateLimit>,
+    rejections: Arc<RejectionLog>,
 }
 
 impl RequestLayer {
@@ -56,11 +56,11 @@ impl RequestLayer {
         let admission = guarded.then(|| Admission {
             in_flight: config.in_flight.clone(),
             rate_limit: config.rate_limit.clone(),
+            rejections: RejectionLog::start(),
         });
         RequestLayer {
             shared: Arc::new(Shared {
                 write_timeout: config.write_timeout,
-                rejections: RejectionLog::new(),
                 metrics: config.metrics.clone(),
                 trusted_proxies: config.trusted_proxies.clone(),
                 admission,
@@ -141,7 +141,9 @@ where
     let admitted = match admit(shared, client) {
         Ok(admitted) => admitted,
         Err(rejected) => {
-            shared.rejections.record(&rejected);
+            if let Some(admission) = &shared.admission {
+                admission.rejections.record(&rejected);
+            }
             let mut response = problem::render(rejected.into_response(), &request_id);
             metrics::record(
                 &shared.metrics,
@@ -214,57 +216,66 @@ where
     }
 }
 
-/// The log of requests rejected at admission: one warning a second at most, with how many
-/// requests each limit rejected since the previous warning.
+/// How often [`RejectionLog`] writes its warning while requests are rejected.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The log of requests rejected at admission: while requests are rejected, one warning a
+/// second with how many each limit rejected since the previous warning.
+#[derive(Default)]
 struct RejectionLog {
-    epoch: Instant,
-    /// Milliseconds after `epoch` before which no warning is written.
-    quiet_until_ms: AtomicU64,
     shed: AtomicU64,
     rate_limited: AtomicU64,
 }
 
 impl RejectionLog {
-    fn new() -> Self {
-        RejectionLog {
-            epoch: Instant::now(),
-            quiet_until_ms: AtomicU64::new(0),
-            shed: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
+    /// Creates the log with a task that writes the warning every [`REJECTION_LOG_INTERVAL`].
+    /// The task ends when the log is dropped, and dropping the log writes what is left.
+    fn start() -> Arc<Self> {
+        let log = Arc::new(RejectionLog::default());
+        // Outside a runtime (no server runs) there is no task, and the drop writes the rest.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&log);
+            runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(REJECTION_LOG_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(log) = weak.upgrade() else {
+                        return;
+                    };
+                    log.write();
+                }
+            });
         }
+        log
     }
 
-    /// Counts one rejection and writes the warning when the last one is a second old.
+    /// Counts one rejection.
     fn record(&self, rejection: &ApiError) {
         let counter = match rejection {
             ApiError::RateLimited { .. } => &self.rate_limited,
             _ => &self.shed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
 
-        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let quiet_until = self.quiet_until_ms.load(Ordering::Relaxed);
-        // Of the threads that find the quiet time over, the one that moves it writes.
-        if now_ms < quiet_until
-            || self
-                .quiet_until_ms
-                .compare_exchange(
-                    quiet_until,
-                    now_ms + 1000,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            return;
-        }
+    /// Writes the warning when requests were rejected since the previous one.
+    fn write(&self) {
         let shed = self.shed.swap(0, Ordering::Relaxed);
         let rate_limited = self.rate_limited.swap(0, Ordering::Relaxed);
-        tracing::warn!(
-            shed,
-            rate_limited,
-            "requests rejected since the previous warning"
-        );
+        if shed + rate_limited > 0 {
+            tracing::warn!(
+                shed,
+                rate_limited,
+                "requests rejected since the previous warning"
+            );
+        }
+    }
+}
+
+impl Drop for RejectionLog {
+    fn drop(&mut self) {
+        self.write();
     }
 }
 
@@ -279,6 +290,17 @@ mod tests {
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
 
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().unwrap().clone();
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
     impl Write for Captured {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(bytes);
@@ -290,29 +312,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rejection_log_writes_one_warning_a_second() {
+    #[tokio::test]
+    async fn rejection_log_writes_one_warning_a_second() {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        let log = RejectionLog::new();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let log = RejectionLog::start();
 
-        tracing::subscriber::with_default(subscriber, || {
-            for _ in 0..1000 {
-                log.record(&ApiError::Overloaded);
-            }
-            log.record(&ApiError::RateLimited { retry_after: 1 });
-            std::thread::sleep(Duration::from_millis(1100));
+        for _ in 0..1000 {
             log.record(&ApiError::Overloaded);
-        });
+        }
+        log.record(&ApiError::RateLimited { retry_after: 1 });
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let after_burst = captured.lines();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let after_quiet_second = captured.lines();
+        log.record(&ApiError::Overloaded);
+        drop(log);
+        let after_drop = captured.lines();
 
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].contains("shed=1 rate_limited=0"), "{text}");
-        assert!(lines[1].contains("shed=1000 rate_limited=1"), "{text}");
+        assert_eq!(after_burst.len(), 1, "{after_burst:?}");
+        assert!(
+            after_burst[0].contains("shed=1000 rate_limited=1"),
+            "{after_burst:?}"
+        );
+        assert_eq!(after_quiet_second.len(), 1, "{after_quiet_second:?}");
+        assert_eq!(after_drop.len(), 2, "{after_drop:?}");
+        assert!(
+            after_drop[1].contains("shed=1 rate_limited=0"),
+            "{after_drop:?}"
+        );
     }
 }
