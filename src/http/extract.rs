@@ -121,10 +121,52 @@ impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
     }
 }
 
+/// Items per page when a list request gives no `limit`.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The largest `limit` a list request may give.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Parses `after` (the `next_cursor` of a previous page, an id that `parse_cursor` reads)
+/// and `limit` from a list request's query string. Other parameters are ignored.
+pub fn page_parameters<Cursor, E>(
+    query: &str,
+    parse_cursor: impl Fn(&str) -> Result<Cursor, E>,
+) -> Result<(Option<Cursor>, u32), ApiError> {
+    let mut after = None;
+    let mut limit = DEFAULT_PAGE_SIZE;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "after" => {
+                let cursor = parse_cursor(&value).map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "invalid after {value:?}: expected the next_cursor of a previous page"
+                    ))
+                })?;
+                after = Some(cursor);
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "invalid limit {value:?}: expected an integer from 1 to {MAX_PAGE_SIZE}"
+                        ))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    use crate::domain::OrderId;
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -159,5 +201,33 @@ mod tests {
             assert!(!is_json(&headers(value)), "{value}");
         }
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn page_defaults_and_bounds() {
+        assert_eq!(
+            page_parameters("", UserId::parse).unwrap(),
+            (None, DEFAULT_PAGE_SIZE)
+        );
+        assert_eq!(
+            page_parameters("limit=1000&after=7", UserId::parse).unwrap(),
+            (Some(UserId::parse("7").unwrap()), 1000)
+        );
+        assert_eq!(
+            page_parameters("limit=3&after=9", OrderId::parse).unwrap(),
+            (Some(OrderId::parse("9").unwrap()), 3)
+        );
+        for query in [
+            "limit=0",
+            "limit=1001",
+            "limit=abc",
+            "limit=-1",
+            "after=0",
+            "after=-2",
+            "after=x",
+        ] {
+            assert!(page_parameters(query, UserId::parse).is_err(), "{query}");
+            assert!(page_parameters(query, OrderId::parse).is_err(), "{query}");
+        }
     }
 }

@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{JsonBody, UserIdPath};
+use super::extract::{JsonBody, UserIdPath, page_parameters};
 use super::openapi::{OrderIdParameter, OrderPageParameters, UserIdParameter, currency_schema};
 use super::problem::{ApiError, FieldError, ProblemDetails};
-use super::users::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::auth::{Access, Principal};
 use crate::domain::{Amount, Currency, NewOrder, Order, OrderId, OrderStatus, UserId};
 use crate::store::StoreError;
@@ -158,7 +157,7 @@ pub async fn list(
     principal.authorize_owner(user, Access::Read, || {
         user_store_error(StoreError::NotFound, user)
     })?;
-    let (before, limit) = page_parameters(query.as_deref().unwrap_or_default())?;
+    let (before, limit) = page_parameters(query.as_deref().unwrap_or_default(), OrderId::parse)?;
 
     // One row more than the page shows whether a next page exists.
     let mut items = state
@@ -196,38 +195,6 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderIdPath {
             .map(OrderIdPath)
             .map_err(|err| invalid(&text, &err))
     }
-}
-
-/// Parses `after` (the `next_cursor` of the previous page: orders with smaller ids follow)
-/// and `limit` from a query string; other parameters are ignored.
-fn page_parameters(query: &str) -> Result<(Option<OrderId>, u32), ApiError> {
-    let mut after = None;
-    let mut limit = DEFAULT_PAGE_SIZE;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "after" => {
-                let id = OrderId::parse(&value).map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "invalid after {value:?}: expected the next_cursor of a previous page"
-                    ))
-                })?;
-                after = Some(id);
-            }
-            "limit" => {
-                limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "invalid limit {value:?}: expected an integer from 1 to {MAX_PAGE_SIZE}"
-                        ))
-                    })?;
-            }
-            _ => {}
-        }
-    }
-    Ok((after, limit))
 }
 
 /// Records a missing required field in `errors`.
@@ -271,29 +238,5 @@ pub(super) fn store_failure(err: StoreError) -> ApiError {
         StoreError::Conflict { field } => ApiError::Conflict(format!("{field} is already taken")),
         StoreError::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
         StoreError::NotFound | StoreError::Internal(_) => ApiError::Internal(err.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_defaults_and_bounds() {
-        assert_eq!(page_parameters("").unwrap(), (None, DEFAULT_PAGE_SIZE));
-        assert_eq!(
-            page_parameters("limit=3&after=9").unwrap(),
-            (Some(OrderId::parse("9").unwrap()), 3)
-        );
-        for query in [
-            "limit=0",
-            "limit=1001",
-            "limit=x",
-            "after=0",
-            "after=-2",
-            "after=a",
-        ] {
-            assert!(page_parameters(query).is_err(), "{query}");
-        }
     }
 }

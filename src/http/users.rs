@@ -12,17 +12,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{JsonBody, UserIdPath};
+use super::extract::{JsonBody, UserIdPath, page_parameters};
 use super::openapi::{PageParameters, UserIdParameter};
 use super::problem::{ApiError, FieldError, ProblemDetails};
 use crate::auth::{Access, Principal, Scope};
 use crate::domain::{Email, NewUser, User, UserId, UserName, UserPatch};
 use crate::store::StoreError;
-
-/// Users per page when the request gives no `limit`.
-pub const DEFAULT_PAGE_SIZE: u32 = 50;
-/// The largest `limit` a request may ask for.
-pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The body of `POST /api/v1/users`. Both fields are required, but they are optional here so
 /// that a missing one is reported as an invalid field (422) rather than as malformed JSON (400).
@@ -170,7 +165,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<UserPage>, ApiError> {
     principal.require(Scope::Admin)?;
-    let (after, limit) = page_parameters(query.as_deref().unwrap_or_default())?;
+    let (after, limit) = page_parameters(query.as_deref().unwrap_or_default(), UserId::parse)?;
 
     // One row more than the page shows whether a next page exists.
     let mut items = state
@@ -307,37 +302,6 @@ fn optional<T, E: std::fmt::Display>(
     }
 }
 
-/// Parses `after` and `limit` from a query string; other parameters are ignored.
-fn page_parameters(query: &str) -> Result<(Option<UserId>, u32), ApiError> {
-    let mut after = None;
-    let mut limit = DEFAULT_PAGE_SIZE;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "after" => {
-                let id = UserId::parse(&value).map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "invalid after {value:?}: expected the next_cursor of a previous page"
-                    ))
-                })?;
-                after = Some(id);
-            }
-            "limit" => {
-                limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "invalid limit {value:?}: expected an integer from 1 to {MAX_PAGE_SIZE}"
-                        ))
-                    })?;
-            }
-            _ => {}
-        }
-    }
-    Ok((after, limit))
-}
-
 fn conflict(email: &Email) -> ApiError {
     ApiError::Conflict(format!(
         "a user with email {:?} already exists",
@@ -365,29 +329,5 @@ fn store_failure(err: StoreError) -> ApiError {
         StoreError::Conflict { field } => ApiError::Conflict(format!("{field} is already taken")),
         StoreError::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
         StoreError::NotFound | StoreError::Internal(_) => ApiError::Internal(err.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_defaults_and_bounds() {
-        assert_eq!(page_parameters("").unwrap(), (None, DEFAULT_PAGE_SIZE));
-        assert_eq!(
-            page_parameters("limit=1000&after=7").unwrap(),
-            (Some(UserId::parse("7").unwrap()), 1000)
-        );
-        for query in [
-            "limit=0",
-            "limit=1001",
-            "limit=abc",
-            "limit=-1",
-            "after=0",
-            "after=x",
-        ] {
-            assert!(page_parameters(query).is_err(), "{query}");
-        }
     }
 }
