@@ -143,9 +143,9 @@ impl Store {
         });
         let started = Instant::now();
         match tokio::time::timeout(self.profile_timeout, fetch).await {
-            // The shared read connections' statement_timeout is PROFILE_TIMEOUT too, so
-            // PostgreSQL can cancel a stalled read just before the timer here fires: an
-            // unavailable database at the deadline is the same timeout.
+            // The shared read connections' statement_timeout is at most PROFILE_TIMEOUT, so
+            // PostgreSQL can cancel a stalled read just before the timer here fires. Any
+            // unavailable database at the deadline, that cancel included, is the timeout.
             Ok(Err(StoreError::Unavailable(_))) if started.elapsed() >= self.profile_timeout => {
                 Err(ProfileError::TimedOut(self.profile_timeout))
             }
