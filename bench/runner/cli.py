@@ -128,6 +128,9 @@ def main(argv: list[str]) -> int:
         results["binary_sizes"] = binary_sizes
         if "overload" in phases:
             results["overload"] = overload_phase(servers, settings, results)
+            if results["overload"] is not None:
+                results["overload"]["command"] = command
+                results["overload"]["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         results["flame_graph"] = flame_phase(servers, scenarios, settings, results, charts_dir,
                                              quick=args.quick)
     finally:
@@ -299,7 +302,7 @@ def overload_phase(servers, settings: measure.Settings, results: dict) -> dict |
     build.step("measuring peregrine at five times its capacity, with each LOAD_SHED mode")
     try:
         return overload.run(spec, settings)
-    except (ServerFailed, LoadFailed) as err:
+    except (ServerFailed, LoadFailed, OSError, subprocess.SubprocessError) as err:
         fail(results, set(), spec.name, "overload", err)
         return None
 
@@ -315,7 +318,7 @@ def flame_phase(servers, scenarios, settings: measure.Settings, results: dict, c
     build.step(f"profiling peregrine for {seconds} s under the db load")
     try:
         return flame.record(spec, settings, seconds, settings.results_dir / "raw", charts_dir)
-    except (ServerFailed, LoadFailed, RuntimeError, OSError, subprocess.CalledProcessError) as err:
+    except (ServerFailed, LoadFailed, RuntimeError, OSError, subprocess.SubprocessError) as err:
         fail(results, set(), spec.name, "flame graph", err)
         return None
 

@@ -10,10 +10,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import load
+from . import load, procstat
 from .measure import Settings, server_database_url
 from .postgres import free_port
-from .servers import RunningServer, ServerSpec
+from .servers import REPO, RunningServer, ServerSpec
 
 GO = "/usr/lib/go-1.23/bin/go"
 # A sample's weight in `go tool pprof -traces` output, such as "10.10ms".
@@ -58,9 +58,11 @@ def record(spec: ServerSpec, settings: Settings, seconds: int, out_dir: Path,
             loader = pool.submit(load.run_wrk, server.port, "db", connections, seconds + 2,
                                  settings.load_cpus, None)
             time.sleep(1)
+            user_before, system_before = procstat.user_system_seconds(server.pid)
             url = f"http://127.0.0.1:{admin_port}/debug/pprof/profile?seconds={seconds}"
             with urllib.request.urlopen(url, timeout=seconds + 30) as response:
                 profile = response.read()
+            user_after, system_after = procstat.user_system_seconds(server.pid)
             result = loader.result()
     finally:
         server.stop()
@@ -80,11 +82,14 @@ def record(spec: ServerSpec, settings: Settings, seconds: int, out_dir: Path,
     with open(svg_path, "w") as svg:
         subprocess.run([flamegraph_tool(), "--title", title, "--countname", "µs"],
                        input=folded, stdout=svg, check=True, text=True)
-    return {"path": str(svg_path), "seconds": seconds, "connections": connections,
+    return {"path": str(svg_path.relative_to(REPO)), "seconds": seconds, "connections": connections,
             # The load ran 2 s longer than the profile, so these are the requests of about
             # `seconds` + 2 s.
             "load_seconds": seconds + 2, "requests": result.requests,
-            "sampled_us": sum(stacks.values()), "parts_us": parts(stacks)}
+            "sampled_us": sum(stacks.values()), "parts_us": parts(stacks),
+            # The server's own CPU over the profile's seconds, from /proc/PID/stat.
+            "user_us": (user_after - user_before) * 1e6,
+            "system_us": (system_after - system_before) * 1e6}
 
 
 def parts(stacks: dict[str, int]) -> dict[str, int]:

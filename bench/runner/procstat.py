@@ -39,6 +39,14 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(pid, ppid, state, cpu_ticks, rss_bytes)
 
 
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """Return one process's own user and system CPU seconds (utime and stime of proc(5))."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+        text = file.read()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLOCK_TICKS_PER_SECOND, int(fields[12]) / CLOCK_TICKS_PER_SECOND
+
+
 def is_alive(pid: int) -> bool:
     """Return whether a process exists and is not a zombie."""
     stat = read_stat(pid)

@@ -235,11 +235,18 @@ def overload_lines(results: dict, charts_dir: Path, page_dir: Path) -> list[str]
         "unloaded p99, then five",
         f"times the capacity ({data['overload_rate']:,} requests/s). One fresh server per mode and run, "
         "the modes alternating;",
-        "medians of the runs. Goodput is the 2xx responses per second; the admitted p99 is the p99",
-        "of those 2xx responses; shed is the share answered 503 by the in-flight limit.",
+        "medians of the runs. Goodput is the 2xx responses per second and the admitted p99 is the",
+        "p99 of those 2xx responses. Shed is the share of the requests sent that the in-flight",
+        "limit rejected with 503, by its counter in `/metrics`. Other failures are the responses",
+        "neither 2xx nor 503, and socket errors. The",
+        f"sized static limit is the capacity times {data.get('sized_wait_seconds', 0.01) * 1000:g} ms, "
+        "the README's rule; the default",
+        "(10,000) is above oha's connections, so it never sheds and the requests wait in oha.",
+        f"Command: `{data.get('command', results['meta']['command'])}`, "
+        f"{data.get('date', results['meta']['date'])}.",
         "",
         "| LOAD_SHED | unloaded p99 | admitted p99 at 5× | admitted p99 / unloaded | goodput at 5× | "
-        "goodput / capacity | shed | p99 of the 503s | sent (oha) | other failures |",
+        "goodput / capacity | shed | p99 of the non-2xx | sent (oha) | other failures |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for mode, row in summary.items():
@@ -271,8 +278,9 @@ def overload_chart(data: dict, charts_dir: Path) -> Path:
 
     modes = list(data["summary"])
     rows = [data["summary"][mode] for mode in modes]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    left.bar(modes, [row["goodput"] for row in rows], color="#c0392b")
+    positions = range(len(modes))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    left.bar(list(positions), [row["goodput"] for row in rows], color="#c0392b")
     left.axhline(data["capacity"], color="#2c3e50", linestyle="--", linewidth=1,
                  label=f"capacity {data['capacity']:,.0f}")
     left.axhline(0.9 * data["capacity"], color="#7f8c8d", linestyle=":", linewidth=1,
@@ -280,7 +288,6 @@ def overload_chart(data: dict, charts_dir: Path) -> Path:
     left.set_title(f"goodput at {data['overload_rate']:,} req/s sent, req/s", fontsize=10)
     left.legend(fontsize=8, loc="lower right")
     width = 0.38
-    positions = range(len(modes))
     right.bar([p - width / 2 for p in positions], [row["unloaded_p99_ms"] for row in rows], width,
               color="#7f8c8d", label="unloaded")
     right.bar([p + width / 2 for p in positions], [row["admitted_p99_ms"] for row in rows], width,
@@ -288,7 +295,10 @@ def overload_chart(data: dict, charts_dir: Path) -> Path:
     for position, row in zip(positions, rows):
         right.plot([position - 0.45, position + 0.45], [2 * row["unloaded_p99_ms"]] * 2,
                    color="#2c3e50", linestyle="--", linewidth=1)
-    right.set_xticks(list(positions), modes)
+    # The mode labels carry their limit in brackets: one line each.
+    tick_labels = [mode.replace(" (", "\n(") for mode in modes]
+    left.set_xticks(list(positions), tick_labels, fontsize=8)
+    right.set_xticks(list(positions), tick_labels, fontsize=8)
     right.set_title("p99 of 2xx responses, ms (dashed: twice unloaded)", fontsize=10)
     right.legend(fontsize=8)
     figure.tight_layout()
@@ -303,25 +313,36 @@ def flame_lines(results: dict, page_dir: Path) -> list[str]:
     flame = results.get("flame_graph")
     if not flame:
         return []
-    path = os.path.relpath(flame["path"], page_dir)
+    path = os.path.relpath(REPO / flame["path"], page_dir)
+    # The profile covers `seconds` of the `load_seconds` of load, so the requests in it are
+    # about that share of wrk's count.
+    requests = flame["requests"] * flame["seconds"] / flame["load_seconds"]
+    sampled = flame["sampled_us"]
     lines = [
         "## Where peregrine's time goes",
         "",
         f"A CPU profile of peregrine over {flame['seconds']} s of the db load at "
         f"{flame['connections']:,} connections, taken",
         "from its admin listener (`/debug/pprof/profile`) in a separate, unmeasured run, drawn",
-        "with inferno. The profiler drops the samples that land inside libc, where the system",
-        "calls are made, so the graph shows the user-space CPU time only: the kernel's share, about",
-        "half of the server's CPU on this route by `/proc/PID/stat`, is the socket work of the HTTP",
-        "and PostgreSQL connections. Open the SVG to search it and to read the narrow frames.",
+        "with inferno. The profiler drops the samples that land in libc, libgcc, pthread and the",
+        "vDSO (system calls, `memcpy`, clock reads), so the graph shows user-space time outside",
+        "those libraries only.",
+    ]
+    if requests and flame.get("user_us") is not None:
+        user = flame["user_us"] / requests
+        system = flame["system_us"] / requests
+        lines += [
+            f"Over the same {flame['seconds']} s, `/proc/PID/stat` counts {user:.1f} µs of user "
+            f"and {system:.1f} µs of system CPU",
+            "per request: the system time, which the graph leaves out, is mostly the kernel's TCP",
+            "work for the HTTP and PostgreSQL connections.",
+        ]
+    lines += [
+        "Open the SVG to search it and to read the narrow frames.",
         "",
         f"[![flame graph of the db route]({path})]({path})",
         "",
     ]
-    sampled = flame["sampled_us"]
-    # The profile covers `seconds` of the `load_seconds` of load, so the requests in it are
-    # about that share of wrk's count.
-    requests = flame["requests"] * flame["seconds"] / flame["load_seconds"]
     if sampled and requests:
         lines += [
             "The sampled time per request of each part of the request path. A sample counts for",
