@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod auth_access;
 mod auth_process;
 mod cli;
 mod connections;
