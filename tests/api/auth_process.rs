@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::auth::{SigningKey, claims, now};
-use crate::harness::{Process, binary};
+use crate::harness::{Process, binary, get_status_with};
 
 #[tokio::test]
 async fn unreachable_jwks_stops_start() {
@@ -133,24 +133,7 @@ fn token_and_header_stay_out_of_logs() {
 
 /// Sends `GET path` with a bearer token on a plain blocking socket and returns the status.
 fn bearer_status(address: &str, path: &str, token: &str) -> u16 {
-    use std::io::{Read, Write};
-
-    let host = address.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to the server");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
-         Connection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the response");
-    response
-        .get(9..12)
-        .and_then(|status| status.parse().ok())
-        .expect("an HTTP status line")
+    get_status_with(address, path, &format!("Authorization: Bearer {token}\r\n"))
 }
 
 #[test]

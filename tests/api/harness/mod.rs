@@ -342,13 +342,18 @@ pub fn binary(env: &[(&str, &str)]) -> Command {
 /// Sends `GET path` to `address` (`http://HOST:PORT`) on a plain blocking socket and returns
 /// the status, for tests that run without an async runtime.
 pub fn get_status(address: &str, path: &str) -> u16 {
+    get_status_with(address, path, "")
+}
+
+/// Like [`get_status`], with `headers` (each line ending in CRLF) added to the request.
+pub fn get_status_with(address: &str, path: &str, headers: &str) -> u16 {
     use std::io::{Read, Write};
 
     let host = address.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(host).expect("connect to the server");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n"
     )
     .expect("send the request");
     let mut response = String::new();
