@@ -24,7 +24,7 @@ use super::client_ip::{ClientIp, TrustedProxies};
 use super::load_shed::InFlightLimit;
 use super::metrics::{InFlight, intern};
 use super::rate_limit::RateLimit;
-use super::request_id::{self, X_REQUEST_ID};
+use super::request_id::{self, RequestId, X_REQUEST_ID};
 use super::{access_log, metrics, problem};
 use crate::http::MiddlewareConfig;
 use crate::http::problem::ApiError;
@@ -141,21 +141,15 @@ where
     let admitted = match admit(shared, client) {
         Ok(admitted) => admitted,
         Err(rejected) => {
-            if let Some(admission) = &shared.admission {
-                admission.rejections.record(&rejected);
-            }
-            let mut response = problem::render(rejected.into_response(), &request_id);
-            metrics::record(
-                &shared.metrics,
+            let latency = started.elapsed();
+            return finish(
+                shared,
+                rejected.into_response(),
+                &request_id,
                 method,
                 route,
-                response.status(),
-                started.elapsed(),
+                latency,
             );
-            response
-                .headers_mut()
-                .insert(X_REQUEST_ID.clone(), request_id.header_value());
-            return response;
         }
     };
     let span = access_log::request_span(request.method(), route, request_id.as_str(), peer, client);
@@ -172,20 +166,34 @@ where
         }
         drop(in_flight);
 
-        let mut response = problem::render(response, &request_id);
         let latency = started.elapsed();
-        metrics::record(&shared.metrics, method, route, response.status(), latency);
+        let response = finish(shared, response, &request_id, method, route, latency);
         access_log::log_response(&response, latency);
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID.clone(), request_id.header_value());
         response
     }
     .instrument(span)
     .await
 }
 
-/// Applies the rate limit, then the in-flight limit, to a guarded route's request.
+/// Renders the response's problem body, records its metrics and adds the request id header.
+fn finish(
+    shared: &Shared,
+    response: Response,
+    request_id: &RequestId,
+    method: &'static str,
+    route: &'static str,
+    latency: Duration,
+) -> Response {
+    let mut response = problem::render(response, request_id);
+    metrics::record(&shared.metrics, method, route, response.status(), latency);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.header_value());
+    response
+}
+
+/// Applies the rate limit, then the in-flight limit, to a guarded route's request, and counts
+/// a rejection in the rejection log.
 fn admit(
     shared: &Shared,
     client: Option<IpAddr>,
@@ -193,10 +201,15 @@ fn admit(
     let Some(admission) = &shared.admission else {
         return Ok(None);
     };
-    if let (Some(rate_limit), Some(client)) = (&admission.rate_limit, client) {
-        rate_limit.check(client)?;
+    let rate_limited = match (&admission.rate_limit, client) {
+        (Some(rate_limit), Some(client)) => rate_limit.check(client),
+        _ => Ok(()),
+    };
+    let admitted = rate_limited.and_then(|()| admission.in_flight.try_admit());
+    if let Err(rejection) = &admitted {
+        admission.rejections.record(rejection);
     }
-    admission.in_flight.try_admit().map(Some)
+    admitted.map(Some)
 }
 
 /// Runs the handler under the write timeout, turning a panic into a 500 problem. A handler
