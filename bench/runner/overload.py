@@ -124,7 +124,7 @@ def started(spec: ServerSpec, env: dict, settings: Settings):
 
 def oha(url_file: Path, rate: int, connections: int, settings: Settings) -> dict:
     """Send `rate` requests/s for `settings.oha_seconds` and return the goodput (2xx
-    responses/s), the p99 of the 2xx responses, the share answered 503 and the p99 of the
+    responses/s), the p99 of the 2xx responses, the share of 503 responses, the p99 of the
     non-2xx responses, and the failures (other statuses and socket errors)."""
     command = [
         "taskset", "-c", settings.load_cpus, "oha", "--no-tui", "--output-format", "json",

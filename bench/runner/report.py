@@ -315,11 +315,13 @@ def flame_lines(results: dict, page_dir: Path) -> list[str]:
     flame = results.get("flame_graph")
     if not flame:
         return []
+
     path = os.path.relpath(REPO / flame["path"], page_dir)
     # The profile covers `seconds` of the `load_seconds` of load, so the requests in it are
     # about that share of wrk's count.
     requests = flame["requests"] * flame["seconds"] / flame["load_seconds"]
     sampled = flame["sampled_us"]
+
     lines = [
         "## Where peregrine's time goes",
         "",
@@ -330,6 +332,7 @@ def flame_lines(results: dict, page_dir: Path) -> list[str]:
         "vDSO (system calls, `memcpy`, clock reads), so the graph shows user-space time outside",
         "those libraries only.",
     ]
+
     if requests and flame.get("user_us") is not None:
         user = flame["user_us"] / requests
         system = flame["system_us"] / requests
@@ -339,12 +342,14 @@ def flame_lines(results: dict, page_dir: Path) -> list[str]:
             "per request: the system time, which the graph leaves out, is mostly the kernel's TCP",
             "work for the HTTP and PostgreSQL connections.",
         ]
+
     lines += [
         "Open the SVG to search it and to read the narrow frames.",
         "",
         f"[![flame graph of the db route]({path})]({path})",
         "",
     ]
+
     if sampled and requests:
         lines += [
             "The sampled time per request of each part of the request path. A sample counts for",
