@@ -11,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Config, ConfigError, LogFormat};
 
 mod json;
+pub mod request;
+mod text;
 mod writer;
 
 pub use writer::{LineSender, WriterGuard};
@@ -32,11 +34,9 @@ pub fn init(config: &Config, writer: LineSender) -> Result<(), ConfigError> {
     let ansi = std::io::stdout().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
         .with_writer(writer);
     match config.log_format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(text::TextLines::new(ansi)).init(),
         LogFormat::Json => builder
             .fmt_fields(json::JsonFields)
             .event_format(json::JsonLines)

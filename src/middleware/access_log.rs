@@ -1,31 +1,10 @@
-//! The access log: a span per request that every event of the request is recorded in, and one
-//! event when the response is ready (method, route template, status, latency, request id, peer
-//! address and resolved client address).
+//! The access log: one event when the response is ready, with its status, latency and error.
+//! The event is logged inside the request's [`crate::telemetry::request`] scope, which adds the
+//! method, route template, request id, peer address and client address to it.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::http::Method;
 use axum::response::Response;
-use tracing::Span;
-
-/// Creates the span of one request, which every event of the request is recorded in.
-pub fn request_span(
-    method: &Method,
-    route: &str,
-    request_id: &str,
-    peer: Option<SocketAddr>,
-    client: Option<IpAddr>,
-) -> Span {
-    tracing::info_span!(
-        "request",
-        %method,
-        route,
-        request_id,
-        peer = peer.map(tracing::field::display),
-        client = client.map(tracing::field::display),
-    )
-}
 
 /// The cause or detail of an error response, put in the response's extensions for the access
 /// log, so that one line per request carries it.

@@ -18,7 +18,6 @@ use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use tower::{Layer, Service};
-use tracing::Instrument as _;
 
 use super::client_ip::{ClientIp, TrustedProxies};
 use super::load_shed::InFlightLimit;
@@ -29,6 +28,7 @@ use super::{access_log, metrics, problem};
 use crate::http::MiddlewareConfig;
 use crate::http::problem::ApiError;
 use crate::metrics::{HttpMetrics, UNMATCHED_ROUTE, method_label};
+use crate::telemetry::{self, request::RequestContext};
 
 /// The layer, built once per group of routes.
 #[derive(Clone)]
@@ -111,11 +111,11 @@ where
 }
 
 /// Runs one request through every concern. On the way in: request id, client address, rate
-/// limit and in-flight limit, the access log's span and the in-flight gauge, then the handler
+/// limit and in-flight limit, the request's log context and the in-flight gauge, then the handler
 /// under the timeout and panic recovery. On the way out: problem rendering, metrics and the
 /// access log.
 ///
-/// A request rejected by the rate limit or the in-flight limit gets no span and no line of its
+/// A request rejected by the rate limit or the in-flight limit gets no line of its
 /// own: under overload those lines would cost the CPU the admitted requests need, so
 /// [`RejectionLog`] counts them in one warning a second.
 async fn handle<S>(shared: &Shared, inner: S, mut request: Request) -> Response
@@ -152,13 +152,19 @@ where
             );
         }
     };
-    let span = access_log::request_span(request.method(), route, request_id.as_str(), peer, client);
     request.extensions_mut().insert(request_id.clone());
     if let Some(client) = client {
         request.extensions_mut().insert(ClientIp(client));
     }
+    let context = RequestContext {
+        method: request.method().clone(),
+        route,
+        request_id: request_id.clone(),
+        peer,
+        client,
+    };
 
-    async move {
+    telemetry::request::scope(context, async move {
         let in_flight = InFlight::enter(&shared.metrics.in_flight);
         let response = run(inner, request, shared.write_timeout).await;
         if let Some(admitted) = admitted {
@@ -170,8 +176,7 @@ where
         let response = finish(shared, response, &request_id, method, route, latency);
         access_log::log_response(&response, latency);
         response
-    }
-    .instrument(span)
+    })
     .await
 }
 

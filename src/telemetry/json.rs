@@ -1,5 +1,6 @@
 //! JSON log lines, one object per event: `timestamp`, `level`, the event's fields (`message`
-//! among them) and, inside a span, `span` with the span's name and fields.
+//! among them), inside a request `request` with the request's fields, and inside a span
+//! `span` with the span's name and fields.
 //!
 //! tracing-subscriber's own JSON format stores a span's fields as a JSON object and parses
 //! that object back into a map for every event in the span. Here a span's fields are stored
@@ -13,6 +14,8 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::request;
 
 /// Formats fields as the members of a JSON object, without the braces.
 pub struct JsonFields;
@@ -70,6 +73,23 @@ where
         let mut visitor = MemberWriter::new(&mut writer, true);
         event.record(&mut visitor);
         visitor.result?;
+
+        let mut in_request = false;
+        request::visit_current(|name, value| {
+            writer.write_str(if in_request {
+                ",\""
+            } else {
+                ",\"request\":{\""
+            })?;
+            in_request = true;
+            writer.write_str(name)?;
+            writer.write_str("\":\"")?;
+            write!(Escaping(&mut writer), "{value}")?;
+            writer.write_char('"')
+        })?;
+        if in_request {
+            writer.write_char('}')?;
+        }
 
         if let Some(span) = ctx.parent_span() {
             writer.write_str(",\"span\":{\"name\":\"")?;
@@ -200,10 +220,13 @@ mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};
 
+    use axum::http::{HeaderMap, Method};
     use serde_json::Value;
     use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::middleware::request_id;
+    use crate::telemetry::request::RequestContext;
 
     /// Collects what the subscriber writes.
     #[derive(Clone, Default)]
@@ -298,6 +321,38 @@ mod tests {
         assert_eq!(line["span"]["peer"], hostile);
         assert_eq!(line["ratio"], "NaN");
         assert_eq!(line["delta"], -3);
+    }
+
+    #[test]
+    fn request_event_carries_request_fields() {
+        let request_id = request_id::assign(&HeaderMap::new());
+        let context = RequestContext {
+            method: Method::PATCH,
+            route: "/api/v1/users/{id}",
+            request_id: request_id.clone(),
+            peer: Some("127.0.0.1:40000".parse().unwrap()),
+            client: Some("203.0.113.9".parse().unwrap()),
+        };
+        let logged = lines(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(request::scope(context, async {
+                tracing::warn!(attempt = 2u64, "inside");
+            }));
+            tracing::info!("outside");
+        });
+
+        assert_eq!(logged.len(), 2);
+        let inside = &logged[0];
+        assert_eq!(inside["message"], "inside");
+        assert_eq!(inside["attempt"], 2);
+        assert_eq!(inside["request"]["method"], "PATCH");
+        assert_eq!(inside["request"]["route"], "/api/v1/users/{id}");
+        assert_eq!(inside["request"]["request_id"], request_id.as_str());
+        assert_eq!(inside["request"]["peer"], "127.0.0.1:40000");
+        assert_eq!(inside["request"]["client"], "203.0.113.9");
+        assert_eq!(logged[1].get("request"), None);
     }
 
     #[test]

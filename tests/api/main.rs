@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access_log;
 mod auth;
 mod auth_access;
 mod auth_process;

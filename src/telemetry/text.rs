@@ -1,0 +1,111 @@
+//! Text log lines for people: tracing-subscriber's own format, followed inside a request by
+//! the request's fields as ` name=value` pairs.
+
+use std::fmt;
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::request;
+
+/// Formats an event as tracing-subscriber's full format does, adding the request's fields.
+pub struct TextLines {
+    inner: Format<Full>,
+}
+
+impl TextLines {
+    /// Creates the format, with ANSI colors when `ansi` is true.
+    pub fn new(ansi: bool) -> Self {
+        TextLines {
+            inner: Format::default().with_target(false).with_ansi(ansi),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for TextLines
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // The inner format ends its line, so it writes to a buffer and the request's fields
+        // go in before the line's end.
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        writer.write_str(line.strip_suffix('\n').unwrap_or(&line))?;
+        request::write_text(&mut writer)?;
+        writer.write_char('\n')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderMap, Method};
+
+    use super::*;
+    use crate::middleware::request_id;
+    use crate::telemetry::request::{self, RequestContext};
+
+    #[test]
+    fn request_fields_end_the_line() {
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&captured);
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(TextLines::new(false))
+            .with_writer(move || Captured(Arc::clone(&writer)))
+            .finish();
+        let request_id = request_id::assign(&HeaderMap::new());
+        let context = RequestContext {
+            method: Method::GET,
+            route: "/api/v1/orders/{id}",
+            request_id: request_id.clone(),
+            peer: Some("[::1]:40000".parse().unwrap()),
+            client: None,
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(request::scope(context, async {
+                tracing::info!(status = 200u64, "request completed");
+            }));
+            tracing::info!("outside");
+        });
+
+        let text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let expected = format!(
+            "request completed status=200 method=GET route=/api/v1/orders/{{id}} request_id={} \
+             peer=[::1]:40000",
+            request_id.as_str()
+        );
+        assert!(lines[0].ends_with(&expected), "{text}");
+        assert!(lines[0].contains(" INFO "), "{text}");
+        assert!(lines[1].ends_with("INFO outside"), "{text}");
+    }
+
+    /// A log destination shared with the test.
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
