@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -14,8 +16,17 @@ async fn spawn(read_timeout: &str, idle_timeout: &str) -> TestApp {
         "--server-idle-timeout",
         idle_timeout,
     ];
+    // A route slower than the idle timeouts of the tests below.
+    let routes = Router::new().route(
+        "/test/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            "slow"
+        }),
+    );
     let options = Options {
         args: args.iter().map(|s| s.to_string()).collect(),
+        routes: Some(routes),
         ..Options::default()
     };
     TestApp::spawn_with(Backend::Sqlite, options)
@@ -109,6 +120,49 @@ async fn keep_alive_outlives_read_timeout_until_idle_timeout() {
     );
     assert!(
         open_for < Duration::from_secs(5),
+        "closed after {open_for:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_shorter_than_read_timeout() {
+    let app = spawn("5s", "600ms").await;
+    let mut stream = connect(&app).await;
+
+    let response = request(&mut stream, "/test/slow").await;
+    let open_for = time_until_closed(&mut stream).await;
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        open_for >= Duration::from_millis(450),
+        "closed after {open_for:?}"
+    );
+    assert!(
+        open_for < Duration::from_secs(3),
+        "closed after {open_for:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_counts_from_the_response() {
+    let app = spawn("300ms", "600ms").await;
+    let mut stream = connect(&app).await;
+
+    let response = request(&mut stream, "/test/slow").await;
+    let open_for = time_until_closed(&mut stream).await;
+
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "closed while the request ran: {response}"
+    );
+    assert!(
+        open_for >= Duration::from_millis(450),
+        "closed after {open_for:?}"
+    );
+    assert!(
+        open_for < Duration::from_secs(3),
         "closed after {open_for:?}"
     );
     app.stop().await;
