@@ -24,8 +24,8 @@ MICROSECONDS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
 PARTS = {
     "metrics (prometheus-client)": ("prometheus_client::", "peregrine::metrics::",
                                     "peregrine::middleware::metrics::"),
-    "log and span (tracing)": ("tracing_subscriber::", "tracing_core::", "tracing::",
-                               "peregrine::telemetry::", "peregrine::middleware::access_log::"),
+    "access log (tracing)": ("tracing_subscriber::", "tracing_core::", "tracing::",
+                             "peregrine::telemetry::", "peregrine::middleware::access_log::"),
     "PostgreSQL client (tokio-postgres)": ("tokio_postgres::", "postgres_protocol::",
                                            "peregrine::store::postgres::"),
     "HTTP (hyper)": ("hyper::", "hyper_util::"),
