@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import HYPER_TARGET, PEREGRINE_BINARY, PEREGRINE_SOURCE, REPO
+from .servers import AXUM_TARGET, HYPER_TARGET, PEREGRINE_BINARY, PEREGRINE_SOURCE, REPO
 
 CARGO_BIN = Path.home() / ".cargo/bin"
 
@@ -88,6 +88,9 @@ def build_rust() -> None:
     step("building the hyper baseline (release, LTO)")
     run(["cargo", "build", "--release", "--locked"], cwd=REPO / "bench/hyper-baseline",
         env={**os.environ, "CARGO_TARGET_DIR": str(HYPER_TARGET)})
+    step("building the axum baseline (release, LTO)")
+    run(["cargo", "build", "--release", "--locked"], cwd=REPO / "bench/axum-baseline",
+        env={**os.environ, "CARGO_TARGET_DIR": str(AXUM_TARGET)})
 
 
 def binary_sizes(build_dir: Path) -> dict[str, int]:

@@ -40,7 +40,7 @@ OVERHEAD_ESTIMATE_SECONDS = 4
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run",
-        description="Build peregrine, the hyper baseline and the peers, run the load scenarios "
+        description="Build peregrine, the hyper and axum baselines and the peers, run the load scenarios "
                     "against each and write BENCHMARKS.md.")
     parser.add_argument("--quick", action="store_true",
                         help="check that every server builds, responds correctly and that the page "

@@ -395,8 +395,8 @@ def page_lines(results: dict, meta: dict, charts: dict[str, Path], charts_dir: P
     lines = [
         "# Benchmarks",
         "",
-        "peregrine beside a minimal hyper server and the peer services in Go, Node.js, Python and",
-        "Java (`bench/peers/`), re-measuring on one machine the well-known \"Go for high-throughput",
+        "peregrine beside minimal hyper and axum servers and the peer services in Go, Node.js, Python",
+        "and Java (`bench/peers/`), re-measuring on one machine the well-known \"Go for high-throughput",
         "APIs\" comparison, which ran wrk with 16 threads, 500 connections and 30 s runs. The",
         f"article that matches it best among the stored copies searched is {ARTICLE}, but that copy",
         "shows only its introduction, so neither its set-up nor its figures could be checked.",

@@ -13,6 +13,7 @@ from . import procstat
 REPO = Path(__file__).resolve().parents[2]
 PEERS_BUILD = REPO / "bench/peers/build"
 HYPER_TARGET = REPO / "bench/build/hyper-baseline-target"
+AXUM_TARGET = REPO / "bench/build/axum-baseline-target"
 # peregrine is built from the committed HEAD, exported here, so that the measured binary is
 # a known commit even while others edit the work tree.
 PEREGRINE_SOURCE = REPO / "bench/build/peregrine-source"
@@ -104,6 +105,14 @@ SERVERS = (
         label="hyper baseline (Rust)",
         scenarios=("hello",),
         command=(str(HYPER_TARGET / "release/hyper-baseline"),),
+    ),
+    # axum and tokio-postgres with nothing around them: what the database route costs
+    # without peregrine's middleware, metrics and access log.
+    ServerSpec(
+        name="axum",
+        label="axum baseline (Rust), two shared clients",
+        scenarios=("db",),
+        command=(str(AXUM_TARGET / "release/axum-baseline"),),
     ),
     ServerSpec(
         name="go",
