@@ -10,6 +10,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, ConfigError, LogFormat};
 
+#[cfg(test)]
+mod capture;
 mod json;
 pub mod request;
 mod text;

@@ -217,39 +217,13 @@ fn write_escaped(out: &mut impl Write, text: &str) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
     use axum::http::{HeaderMap, Method};
     use serde_json::Value;
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
     use crate::middleware::request_id;
+    use crate::telemetry::capture::{self, Captured};
     use crate::telemetry::request::RequestContext;
-
-    /// Collects what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
 
     /// Runs `log` under a subscriber with these formatters and returns the lines, parsed.
     fn lines(log: impl FnOnce()) -> Vec<Value> {
@@ -260,8 +234,9 @@ mod tests {
             .with_writer(captured.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, log);
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        text.lines()
+        captured
+            .text()
+            .lines()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
             .collect()
     }
@@ -334,12 +309,7 @@ mod tests {
             client: Some("203.0.113.9".parse().unwrap()),
         };
         let logged = lines(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            runtime.block_on(request::scope(context, async {
-                tracing::warn!(attempt = 2u64, "inside");
-            }));
+            capture::in_request(context, || tracing::warn!(attempt = 2u64, "inside"));
             tracing::info!("outside");
         });
 

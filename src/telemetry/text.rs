@@ -48,21 +48,19 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use axum::http::{HeaderMap, Method};
 
     use super::*;
     use crate::middleware::request_id;
-    use crate::telemetry::request::{self, RequestContext};
+    use crate::telemetry::capture::{self, Captured};
+    use crate::telemetry::request::RequestContext;
 
     #[test]
     fn request_fields_end_the_line() {
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let writer = Arc::clone(&captured);
+        let captured = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .event_format(TextLines::new(false))
-            .with_writer(move || Captured(Arc::clone(&writer)))
+            .with_writer(captured.clone())
             .finish();
         let request_id = request_id::assign(&HeaderMap::new());
         let context = RequestContext {
@@ -73,16 +71,13 @@ mod tests {
             client: None,
         };
         tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            runtime.block_on(request::scope(context, async {
-                tracing::info!(status = 200u64, "request completed");
-            }));
+            capture::in_request(context, || {
+                tracing::info!(status = 200u64, "request completed")
+            });
             tracing::info!("outside");
         });
 
-        let text = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         let expected = format!(
@@ -93,19 +88,5 @@ mod tests {
         assert!(lines[0].ends_with(&expected), "{text}");
         assert!(lines[0].contains(" INFO "), "{text}");
         assert!(lines[1].ends_with("INFO outside"), "{text}");
-    }
-
-    /// A log destination shared with the test.
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }
