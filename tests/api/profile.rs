@@ -30,6 +30,14 @@ async fn profile_has_user_orders_and_preferences(backend: Backend) {
         orders
             .push(create_order(&app, &user, json!({ "amount": amount, "currency": "EUR" })).await);
     }
+    // Another user's newer order stays out of Ada's profile.
+    let other_user = app.create_user("Bob", "bob@example.com").await;
+    create_order(
+        &app,
+        &other_user,
+        json!({ "amount": 99, "currency": "USD" }),
+    )
+    .await;
     let preferences = json!({
         "language": "fr-CA",
         "time_zone": "America/Montreal",

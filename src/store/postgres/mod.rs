@@ -71,6 +71,8 @@ const READS: &[&Sql] = &[
     &orders::GET_ORDER,
     &orders::LIST_ORDERS,
     &orders::GET_PREFERENCES,
+    &profile::NEWEST_ORDERS,
+    &profile::SAVED_PREFERENCES,
 ];
 const UPDATE_USER: Sql = Sql {
     text: "UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), \

@@ -208,9 +208,12 @@ pub fn order_from_row(row: &Row) -> Result<Order, StoreError> {
 /// Reads the row of [`GET_PREFERENCES`]: no row means no such user,
 /// a row of nulls the defaults.
 pub fn preferences_from_rows(rows: &[Row]) -> Result<VersionedPreferences, StoreError> {
-    let Some(row) = rows.first() else {
-        return Err(StoreError::NotFound);
-    };
+    rows.first()
+        .map_or(Err(StoreError::NotFound), preferences_from_row)
+}
+
+/// Reads a row of preferences' columns: a null version means the user saved none.
+pub fn preferences_from_row(row: &Row) -> Result<VersionedPreferences, StoreError> {
     let Some(version) = column::<Option<i64>>(row, "version")? else {
         return Ok(VersionedPreferences::defaults());
     };

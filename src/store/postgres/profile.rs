@@ -3,7 +3,9 @@
 //!
 //! The three statements are sent together and the server returns their results in order, so
 //! the fetch costs one round trip on one connection, and never waits for a second connection
-//! while it has one.
+//! while it has one. Only the user's statement decides whether the user exists, so the orders
+//! and preferences statements read their own tables without the join to users that the
+//! orders and preferences routes need to tell a missing user from an empty result.
 //! On a shared client that connection is also carrying other requests' reads.
 //!
 //! Cancellation when the caller stops waiting (PROFILE_TIMEOUT, the write timeout): on a
@@ -18,10 +20,27 @@ use std::sync::Arc;
 
 use deadpool_postgres::Object;
 
-use super::orders::{GET_PREFERENCES, LIST_ORDERS, orders_from_rows, preferences_from_rows};
-use super::{Connector, GET_USER, PostgresStore, QueryConnection, errors::classify, user_from_row};
-use crate::domain::UserId;
+use tokio_postgres::types::Type;
+
+use super::orders::{order_from_row, preferences_from_row};
+use super::{
+    Connector, GET_USER, PostgresStore, QueryConnection, Sql, errors::classify, user_from_row,
+};
+use crate::domain::{UserId, VersionedPreferences};
 use crate::store::{Profile, StoreError};
+
+/// A user's newest orders. No row means no orders, or no such user.
+pub const NEWEST_ORDERS: Sql = Sql {
+    text: "SELECT id, user_id, amount, currency, status, created_at FROM orders \
+           WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+    types: &[Type::INT8, Type::INT8],
+};
+/// A user's saved preferences. No row means the defaults, or no such user.
+pub const SAVED_PREFERENCES: Sql = Sql {
+    text: "SELECT language, time_zone, notify_email, notify_sms, notify_push, theme, version \
+           FROM preferences WHERE user_id = $1",
+    types: &[Type::INT8],
+};
 
 impl PostgresStore {
     pub async fn get_profile(&self, user: UserId, order_limit: u32) -> Result<Profile, StoreError> {
@@ -53,7 +72,6 @@ async fn read_profile(
     order_limit: u32,
 ) -> Result<Profile, StoreError> {
     let id = user.get();
-    let before = i64::MAX;
     let limit = i64::from(order_limit);
     let read_user = async {
         let rows = connection
@@ -65,17 +83,22 @@ async fn read_profile(
     };
     let read_orders = async {
         let rows = connection
-            .query(&LIST_ORDERS, &[&id, &before, &limit])
+            .query(&NEWEST_ORDERS, &[&id, &limit])
             .await
             .map_err(classify)?;
-        orders_from_rows(&rows)
+        rows.iter()
+            .map(order_from_row)
+            .collect::<Result<Vec<_>, _>>()
     };
     let read_preferences = async {
         let rows = connection
-            .query(&GET_PREFERENCES, &[&id])
+            .query(&SAVED_PREFERENCES, &[&id])
             .await
             .map_err(classify)?;
-        preferences_from_rows(&rows)
+        rows.first().map_or_else(
+            || Ok(VersionedPreferences::defaults()),
+            preferences_from_row,
+        )
     };
 
     let (user, orders, preferences) = tokio::try_join!(read_user, read_orders, read_preferences)?;
