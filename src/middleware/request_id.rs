@@ -32,8 +32,7 @@ impl RequestId {
 
 /// A random prefix per process and a counter: unique across replicas without a random number
 /// per request.
-static PREFIX: LazyLock<String> =
-    LazyLock::new(|| format!("{:016x}", RandomState::new().hash_one(std::process::id())));
+static PREFIX: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(std::process::id()));
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Returns the request's id: the client's `X-Request-Id` when it is valid, a new id otherwise.
@@ -53,14 +52,44 @@ fn is_valid(id: &[u8]) -> bool {
 }
 
 fn generate() -> HeaderValue {
-    let sequence = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{}-{sequence:x}", *PREFIX))
-        .expect("hex digits and a dash form a valid header")
+    id_value(*PREFIX, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Returns `prefix` in 16 hex digits, a dash and `sequence` in hex without leading zeros. The
+/// digits are put in place by hand: `format!` cost about 1,200 instructions per request.
+fn id_value(prefix: u64, sequence: u64) -> HeaderValue {
+    let mut id = [0; 33];
+    put_hex(&mut id[..16], prefix);
+    id[16] = b'-';
+    let digits = (u64::BITS - sequence.leading_zeros()).div_ceil(4).max(1) as usize;
+    let end = 17 + digits;
+    put_hex(&mut id[17..end], sequence);
+    HeaderValue::from_bytes(&id[..end]).expect("hex digits and a dash form a valid header")
+}
+
+/// Writes the low digits of `value` in lowercase hex into `slot`, right-aligned.
+fn put_hex(slot: &mut [u8], mut value: u64) {
+    for byte in slot.iter_mut().rev() {
+        *byte = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_is_prefix_dash_sequence() {
+        let cases = [
+            (0, 0, "0000000000000000-0"),
+            (0xd70b_7f02_9f7c_65f0, 0x17b, "d70b7f029f7c65f0-17b"),
+            (u64::MAX, u64::MAX, "ffffffffffffffff-ffffffffffffffff"),
+        ];
+        for (prefix, sequence, expected) in cases {
+            assert_eq!(id_value(prefix, sequence), expected);
+        }
+    }
 
     #[test]
     fn valid_ids_pass() {
