@@ -135,12 +135,15 @@ impl Store {
         user: UserId,
         order_limit: u32,
     ) -> Result<Profile, ProfileError> {
-        let fetch = self.timed("get_profile", async {
+        // Boxed, because the three reads' futures make a large state machine, and every future
+        // that contains this one, up to the connection's task, would otherwise be copied whole
+        // each time it moves.
+        let fetch = Box::pin(self.timed("get_profile", async {
             match &self.backend {
                 Backend::Postgres(store) => store.get_profile(user, order_limit).await,
                 Backend::Sqlite(store) => store.get_profile(user, order_limit).await,
             }
-        });
+        }));
         let started = Instant::now();
         match tokio::time::timeout(self.profile_timeout, fetch).await {
             // The shared read connections' statement_timeout is at most PROFILE_TIMEOUT, so
