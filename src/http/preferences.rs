@@ -181,35 +181,50 @@ fn validate(body: PreferencesBody) -> Result<Preferences, ApiError> {
 }
 
 /// Parses `If-Match`: `None` when absent, [`ExpectedVersion::Any`] for `*`, else the
-/// versions of the strong ETags listed. Weak and foreign tags match no version; a value
-/// that is not a list of entity tags is a 400.
+/// versions of the strong ETags listed. Weak and foreign tags match no version. A value that
+/// is neither `*` alone nor a list of entity tags is a 400: RFC 9110 (section 13.1.1) allows
+/// `*` only as the whole field, so `"1", *` is not a wildcard.
 fn expected_version(headers: &HeaderMap) -> Result<Option<ExpectedVersion>, ApiError> {
     let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
-    let mut versions = Vec::new();
+    let mut items = Vec::new();
     for value in values {
         let text = value.to_str().map_err(|_| invalid_if_match("not ASCII"))?;
-        for item in list_elements(text) {
-            if item == "*" {
-                return Ok(Some(ExpectedVersion::Any));
-            }
-            let (weak, tag) = match item.strip_prefix("W/") {
-                Some(tag) => (true, tag),
-                None => (false, item),
-            };
-            let opaque = tag
-                .strip_prefix('"')
-                .and_then(|rest| rest.strip_suffix('"'))
-                .filter(|opaque| !opaque.contains('"'))
-                .ok_or_else(|| invalid_if_match(item))?;
-            if !weak && let Ok(version) = opaque.parse::<i64>() {
-                versions.push(version);
-            }
+        items.extend(list_elements(text));
+    }
+    if items == ["*"] {
+        return Ok(Some(ExpectedVersion::Any));
+    }
+    let mut versions = Vec::new();
+    for &item in &items {
+        if item == "*" {
+            return Err(ApiError::BadRequest(format!(
+                "invalid If-Match {:?}: * must be the whole value; send * alone or a list of ETags",
+                items.join(", ")
+            )));
+        }
+        let (weak, tag) = match item.strip_prefix("W/") {
+            Some(tag) => (true, tag),
+            None => (false, item),
+        };
+        let opaque = tag
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .filter(|opaque| opaque.bytes().all(is_entity_tag_byte))
+            .ok_or_else(|| invalid_if_match(item))?;
+        if !weak && let Ok(version) = opaque.parse::<i64>() {
+            versions.push(version);
         }
     }
     Ok(Some(ExpectedVersion::OneOf(versions)))
+}
+
+/// Tells whether `byte` may appear between an entity tag's quotes (RFC 9110, section 8.8.3).
+/// That is visible ASCII other than the quote, so no spaces or control characters.
+fn is_entity_tag_byte(byte: u8) -> bool {
+    byte == 0x21 || (0x23..=0x7e).contains(&byte)
 }
 
 /// Splits a list header's value at the commas outside quotes, because an entity tag may
@@ -352,8 +367,16 @@ mod tests {
 
     #[test]
     fn if_match_malformed_is_rejected() {
-        for value in ["1", "\"1", "W/1", "\"a\"b\""] {
+        for value in ["1", "\"1", "W/1", "\"a\"b\"", "\"a b\"", "\"a\tb\""] {
             assert!(expected_version(&if_match(&[value])).is_err(), "{value}");
+        }
+    }
+
+    #[test]
+    fn if_match_star_in_list_is_rejected() {
+        let lists: [&[&str]; 4] = [&["\"1\", *"], &["*, \"0\""], &["*", "\"1\""], &["*", "*"]];
+        for values in lists {
+            assert!(expected_version(&if_match(values)).is_err(), "{values:?}");
         }
     }
 }

@@ -15,6 +15,7 @@ on_both_backends!(
     put_with_stale_etag_is_412,
     put_with_weak_etag_is_412,
     put_with_malformed_if_match_is_400,
+    put_with_star_in_if_match_list_is_400,
     put_same_document_again_is_200,
     put_with_star_overwrites,
     put_for_missing_user_is_404,
@@ -182,6 +183,27 @@ async fn put_with_malformed_if_match_is_400(backend: Backend) {
         body["detail"].as_str().unwrap().contains("If-Match"),
         "{body}"
     );
+    app.stop().await;
+}
+
+async fn put_with_star_in_if_match_list_is_400(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let user = app.create_user("Ada", "ada@example.com").await;
+    let saved = put(&app, &user, Some("\"0\""), &document("de", "dark")).await;
+    assert_eq!(saved.status(), 200);
+
+    let response = put(&app, &user, Some("\"7\", *"), &document("fr", "light")).await;
+
+    let body = problem(response, 400).await;
+    assert!(body["detail"].as_str().unwrap().contains('*'), "{body}");
+    let current = app
+        .get(&format!("/api/v1/users/{}/preferences", user["id"]))
+        .await;
+    assert_eq!(etag(&current), "\"1\"", "the stored version is unchanged");
+    let stored: Value = current.json().await.unwrap();
+    assert_eq!(stored["language"], "de");
     app.stop().await;
 }
 
