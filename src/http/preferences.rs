@@ -180,10 +180,9 @@ fn validate(body: PreferencesBody) -> Result<Preferences, ApiError> {
     }
 }
 
-/// Parses `If-Match`: `None` when absent, [`ExpectedVersion::Any`] for `*`, else the
-/// versions of the strong ETags listed. Weak and foreign tags match no version. A value that
-/// is neither `*` alone nor a list of entity tags is a 400: RFC 9110 (section 13.1.1) allows
-/// `*` only as the whole field, so `"1", *` is not a wildcard.
+/// Parses `If-Match`: `None` when absent, [`ExpectedVersion::Any`] for `*` alone, else the
+/// versions of the strong ETags listed. Weak and foreign tags match no version. Anything else
+/// is a 400, `"1", *` too, because RFC 9110 (section 13.1.1) allows `*` only as the whole field.
 fn expected_version(headers: &HeaderMap) -> Result<Option<ExpectedVersion>, ApiError> {
     let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
     if values.peek().is_none() {

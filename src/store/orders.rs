@@ -135,9 +135,8 @@ impl Store {
         user: UserId,
         order_limit: u32,
     ) -> Result<Profile, ProfileError> {
-        // Boxed, because the three reads' futures make a large state machine, and every future
-        // that contains this one, up to the connection's task, would otherwise be copied whole
-        // each time it moves.
+        // Boxed, because the three reads make a large future, which every future around this
+        // one, up to the connection's task, would otherwise copy whole each time it moves.
         let fetch = Box::pin(self.timed("get_profile", async {
             match &self.backend {
                 Backend::Postgres(store) => store.get_profile(user, order_limit).await,

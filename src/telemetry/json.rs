@@ -177,8 +177,7 @@ impl<W: Write> Visit for MemberWriter<'_, W> {
 }
 
 /// Writes `now` in RFC 3339 with microseconds, such as `2026-12-05T06:30:00.903915Z`. The
-/// digits go into a buffer on the stack and reach `out` in one call, where `write!` made a
-/// formatter call and a padded write per number.
+/// digits go into a buffer on the stack and reach `out` in one call, not one per number.
 fn write_timestamp(out: &mut impl Write, now: OffsetDateTime) -> fmt::Result {
     let Ok(year @ 0..=9999) = u32::try_from(now.year()) else {
         // Years outside RFC 3339's four digits, which only a wrong clock gives.

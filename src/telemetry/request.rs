@@ -65,9 +65,9 @@ pub(super) fn write_text(out: &mut impl Write) -> fmt::Result {
     })
 }
 
-/// The text of an IP or socket address, written into a buffer on the stack, so that a log line
-/// takes it as one string. IPv4 addresses, the common case, skip `Display`, which writes each
-/// octet through the formatter: a quarter of the access log's instructions under callgrind.
+/// The text of an IP or socket address in a buffer on the stack, which a log line takes as one
+/// string. IPv4 addresses skip `Display`, whose formatter call per octet took a quarter of the
+/// access log's instructions under callgrind.
 struct AddressText {
     bytes: [u8; Self::CAPACITY],
     len: usize,

@@ -212,7 +212,8 @@ pub fn preferences_from_rows(rows: &[Row]) -> Result<VersionedPreferences, Store
         .map_or(Err(StoreError::NotFound), preferences_from_row)
 }
 
-/// Reads a row of preferences' columns: a null version means the user saved none.
+/// Reads the preferences from a row of their columns. A null version means the user saved
+/// none, so the defaults.
 pub fn preferences_from_row(row: &Row) -> Result<VersionedPreferences, StoreError> {
     let Some(version) = column::<Option<i64>>(row, "version")? else {
         return Ok(VersionedPreferences::defaults());

@@ -3,9 +3,9 @@
 //!
 //! The three statements are sent together and the server returns their results in order, so
 //! the fetch costs one round trip on one connection, and never waits for a second connection
-//! while it has one. Only the user's statement decides whether the user exists, so the orders
-//! and preferences statements read their own tables without the join to users that the
-//! orders and preferences routes need to tell a missing user from an empty result.
+//! while it has one. Only the user's statement tells whether the user exists. So the orders
+//! and preferences statements read their own tables, without the join to users that the
+//! orders and preferences routes use to tell a missing user from an empty result.
 //! On a shared client that connection is also carrying other requests' reads.
 //!
 //! Cancellation when the caller stops waiting (PROFILE_TIMEOUT, the write timeout): on a
